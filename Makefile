@@ -1,0 +1,75 @@
+# edgeport: `make` runs the main job on the built-in default; `make test` runs the tests.
+# Both create the pinned .venv themselves (rebuilt when a requirements file changes; a second run reinstalls nothing).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+RVENV := .venv-runtime
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgeport-installed
+RSTAMP := $(RVENV)/.edgeport-installed
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+DATASET ?= digits
+MODEL ?= tiny_cnn
+OUT ?= runs/$(DATASET)-$(MODEL)
+TRAIN_ARGS ?=
+
+.PHONY: all run train test test-runtime test-slow bench-train dist venv clean help
+
+all: run
+
+help:
+	@echo "make            train the default model on the default dataset and print its results"
+	@echo "make test       run the tests (toolkit + TF-free runtime environment)"
+	@echo "make train      DATASET=digits MODEL=tiny_cnn OUT=runs/... TRAIN_ARGS='--epochs 5'"
+	@echo "make test-slow  long end-to-end tests;  make bench-train  training benchmark"
+	@echo "make dist       build the edgeport-runtime wheel into dist/"
+
+venv: $(STAMP)
+
+# The toolkit environment. tf-keras and tfmot go in with --no-deps (see requirements/toolkit-nodeps.txt).
+$(STAMP): requirements/toolkit.txt requirements/toolkit-nodeps.txt pyproject.toml runtime/pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements/toolkit.txt
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps -r requirements/toolkit-nodeps.txt
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e runtime -e .
+	touch $@
+
+# The runtime's own environment: no TensorFlow, no Keras -- proves the device package stands alone.
+$(RSTAMP): requirements/runtime-test.txt runtime/pyproject.toml
+	rm -rf $(RVENV)
+	$(PYTHON) -m venv $(RVENV)
+	$(RVENV)/bin/pip install $(PIP_FLAGS) -r requirements/runtime-test.txt
+	$(RVENV)/bin/pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e runtime
+	touch $@
+
+run: $(OUT)/train.json
+	@$(BIN)/python -c "import json,sys; r=json.load(open('$(OUT)/train.json')); \
+	print(f\"{r['model']} on {r['dataset']}: test accuracy {r.get('test_accuracy', float('nan')):.4f}, \
+	{r['params']:,} params, {r['macs']:,} MACs, {r['epochs_run']} epochs, fit {r['fit_seconds']} s\")"
+
+train: $(OUT)/train.json
+
+$(OUT)/train.json: $(STAMP)
+	$(BIN)/edgeport train --dataset $(DATASET) --model $(MODEL) --out $(OUT) --force $(TRAIN_ARGS)
+
+test: $(STAMP) $(RSTAMP)
+	$(BIN)/python -m pytest -q tests
+	$(MAKE) --no-print-directory test-runtime
+
+test-runtime: $(RSTAMP)
+	cd runtime && ../$(RVENV)/bin/python -m pytest -q tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests
+
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py
+
+dist: $(STAMP)
+	rm -rf dist/edgeport_runtime-*.whl
+	$(BIN)/pip wheel $(PIP_FLAGS) --no-deps --no-build-isolation -w dist ./runtime
+
+clean:
+	rm -rf $(VENV) $(RVENV) dist runtime/build runtime/*.egg-info *.egg-info build

@@ -1,0 +1,1 @@
+"""Convert stage: quantize, prune and export Keras models to TFLite and ONNX bundles."""

@@ -1,0 +1,1 @@
+"""Devices: target profiles, offline deploy bundles, deploy over SSH, emulated-ARM checks."""

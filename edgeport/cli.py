@@ -1,0 +1,78 @@
+"""The `edgeport` command: one entry point, a table of subcommands, one-line errors.
+
+Each subcommand lives in its stage's ``cli`` module as a pair ``<name>_arguments(parser)`` /
+``<name>_main(args) -> int``; those modules are light (TensorFlow is imported only when a command runs), so
+``edgeport --help`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from typing import List, Optional
+
+from edgeport_runtime.errors import EdgeportError
+
+from . import __version__, tfenv
+
+# name -> (module, one-line help). Only commands that work are registered.
+COMMANDS = {
+    "train": ("edgeport.train.cli", "train a zoo model on a dataset (CPU), write model.keras + train.json"),
+    "models": ("edgeport.train.cli", "list the model zoo: input shape, parameters, MACs"),
+    "datasets": ("edgeport.train.cli", "list the built-in datasets"),
+}
+
+EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with a one-line message (its default prints usage too)."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every registered subcommand."""
+    parser = _Parser(prog="edgeport", description="edgeport: from CPU training to int8 TFLite/ONNX on "
+                     "Raspberry Pi-class CPUs. Exit codes: 0 ok, 1 a quality gate failed, 2 bad usage or input.")
+    parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        getattr(importlib.import_module(module), f"{name}_arguments")(p)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the CLI with ``argv`` (default: sys.argv[1:]) and return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    tfenv.set_verbose(args.verbose)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(getattr(module, f"{args.command}_main")(args) or 0)
+    except EdgeportError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgeport {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"edgeport {args.command}: interrupted; nothing half-written was left behind.", file=sys.stderr)
+        return 130
+    except Exception as e:  # an edgeport bug or an unexpected library failure: still one line by default
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgeport {args.command}: internal error: {type(e).__name__}: {e} "
+              "(re-run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

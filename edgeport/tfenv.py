@@ -1,0 +1,101 @@
+"""Importing and configuring TensorFlow for CPU work: quiet logs, hidden GPUs, thread counts.
+
+TensorFlow must be configured before its runtime starts, so every stage gets TF through :func:`import_tf`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+_VERBOSE = False
+
+
+def set_verbose(verbose: bool) -> None:
+    """Choose whether TensorFlow's C++ and Python log noise is shown (``--verbose``)."""
+    global _VERBOSE
+    _VERBOSE = verbose
+    if not verbose:
+        # Hides most C++ logs (STACK.md); must be set before tensorflow is imported.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    else:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send fd 2 to /dev/null: the oneDNN banner ignores TF_CPP_MIN_LOG_LEVEL (STACK.md)."""
+    if _VERBOSE:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tf():
+    """Import tensorflow (and keras) quietly unless verbose; return the tensorflow module."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    set_verbose(_VERBOSE)
+    with _stderr_silenced():
+        import tensorflow as tf  # noqa: F401
+        import keras  # noqa: F401
+
+        # The first op creation prints the oneDNN banner; trigger it while stderr is silenced.
+        tf.constant(0)
+    tf.get_logger().setLevel("ERROR" if not _VERBOSE else "INFO")
+    return tf
+
+
+def configure_cpu(allow_gpu: bool = False, threads: Optional[int] = None) -> Dict[str, Any]:
+    """Hide GPUs (unless ``allow_gpu``) and set TF thread pools; return what was applied.
+
+    Must run before TensorFlow executes anything that fixes its devices; later calls that cannot change the
+    setting keep the first one and say so in the returned dict.
+    """
+    tf = import_tf()
+    applied: Dict[str, Any] = {"allow_gpu": allow_gpu}
+    try:
+        if not allow_gpu:
+            tf.config.set_visible_devices([], "GPU")
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
+    except RuntimeError as e:  # runtime already initialised in this process
+        applied["note"] = f"device/thread settings kept from earlier in this process ({e})"
+    applied["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    applied["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads() or "auto"
+    return applied
+
+
+def devices_used() -> List[str]:
+    """Names of the logical devices TensorFlow will place ops on."""
+    tf = import_tf()
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+def package_versions(names=("tensorflow-cpu", "keras", "numpy", "ai-edge-litert", "onnx", "onnxruntime",
+                            "tf2onnx", "tf-keras", "tensorflow-model-optimization", "scikit-learn",
+                            "edgeport", "edgeport-runtime")) -> Dict[str, str]:
+    """Installed versions of the packages that shape results, for train.json and manifests."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
