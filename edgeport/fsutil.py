@@ -19,6 +19,8 @@ def check_out_dir(out: os.PathLike, force: bool) -> Path:
     if out.exists() and not force:
         raise UsageError(f"--out {out}: already exists; pass --force to replace it, or choose another directory.")
     parent = out.resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--out {out}: cannot create parent directory {parent} (a file is in the way).")
     if not parent.exists():
         try:
             parent.mkdir(parents=True)

@@ -279,7 +279,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     t_fit = time.perf_counter()
     try:
         hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=[guard.callback],
-                         verbose=verbose)
+                         verbose=verbose, shuffle=False)  # the pipeline shuffles (seeded)
     finally:
         signal.signal(signal.SIGINT, old_handler)
     fit_seconds = time.perf_counter() - t_fit
