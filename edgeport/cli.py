@@ -21,6 +21,8 @@ COMMANDS = {
     "train": ("edgeport.train.cli", "train a zoo model on a dataset (CPU), write model.keras + train.json"),
     "models": ("edgeport.train.cli", "list the model zoo: input shape, parameters, MACs"),
     "datasets": ("edgeport.train.cli", "list the built-in datasets"),
+    "convert": ("edgeport.convert.cli", "quantize/prune/export a Keras model to a TFLite/ONNX bundle"),
+    "inspect": ("edgeport.convert.cli", "show ops, dtypes, parameters and size of a .tflite or .onnx file"),
 }
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2

@@ -26,21 +26,29 @@ def set_verbose(verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
-    """Send fd 2 to /dev/null: the oneDNN banner ignores TF_CPP_MIN_LOG_LEVEL (STACK.md)."""
+def silenced(fds=(2,)):
+    """Send file descriptors ``fds`` to /dev/null unless verbose.
+
+    C++ code prints around Python's logging: the oneDNN banner ignores TF_CPP_MIN_LOG_LEVEL (STACK.md) and the
+    TFLite converter prints its quantization settings to stdout.
+    """
     if _VERBOSE:
         yield
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in fds}
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
+        for fd in fds:
+            os.dup2(devnull, fd)
         yield
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, keep in saved.items():
+            os.dup2(keep, fd)
+            os.close(keep)
         os.close(devnull)
 
 
@@ -49,7 +57,7 @@ def import_tf():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     set_verbose(_VERBOSE)
-    with _stderr_silenced():
+    with silenced():
         import tensorflow as tf  # noqa: F401
         import keras  # noqa: F401
 

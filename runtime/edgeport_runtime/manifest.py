@@ -15,6 +15,7 @@ Schema (version 1)::
                    model input = raw * input_scale + input_offset  (raw: pixel values, CSV features)
     calibration: {source, count, seed, stratified}
     toolchain: {package: version}
+    default_artifact: the artifact a device loads when none is named
     check: {inputs: "check_inputs.npy"}  a few held-out inputs; artifact["check_outputs"] holds the
                                           outputs the toolkit saw, for smoke checks on a device
     artifacts: [{name, path, format, recipe, quantization, bytes, gzip_bytes, sha256, sparsity,
@@ -86,6 +87,7 @@ class Manifest:
     calibration: Dict[str, Any] = field(default_factory=dict)
     toolchain: Dict[str, str] = field(default_factory=dict)
     check: Dict[str, Any] = field(default_factory=dict)
+    default_artifact: str = ""
     created: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -161,7 +163,8 @@ def manifest_from_dict(d: Dict[str, Any], where: str = MANIFEST_NAME) -> Manifes
         artifacts=arts, task=d.get("task", "classification"), labels=list(d.get("labels") or []),
         preprocessing=dict(d.get("preprocessing") or {}), source=dict(d.get("source") or {}),
         calibration=dict(d.get("calibration") or {}), toolchain=dict(d.get("toolchain") or {}),
-        check=dict(d.get("check") or {}), created=d.get("created", ""), schema_version=version,
+        check=dict(d.get("check") or {}), default_artifact=d.get("default_artifact", ""),
+        created=d.get("created", ""), schema_version=version,
     )
 
 

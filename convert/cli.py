@@ -1,0 +1,90 @@
+"""CLI for the convert stage: `edgeport convert` and `edgeport inspect`. Thin wrappers only."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from .recipes import DEFAULT_RECIPES
+
+_CONVERT_KEYS = ("recipes", "calibration", "data", "seed", "jobs", "options")
+
+
+def convert_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `edgeport convert`."""
+    a = p.add_argument
+    a("model", help="a Keras 3 .keras file, a legacy .h5, or a TensorFlow SavedModel directory")
+    a("--out", required=True, help="bundle directory to create (model files + manifest.json)")
+    a("--recipes", help=f"comma-separated recipes or 'all' (default all): {', '.join(DEFAULT_RECIPES)}")
+    a("--calibration", type=int, help="representative samples for int8, stratified from training data "
+                                      "(default 300)")
+    a("--data", help="training run directory, dataset name or path for calibration/fine-tuning (default: the "
+                     "run directory MODEL sits in)")
+    a("--seed", type=int, help="seed for calibration sampling and fine-tuning (default 0)")
+    a("--jobs", type=int, help="recipes converted in parallel, one process each (default 1)")
+    a("--config", help="TOML file: keys recipes, calibration, data, seed, jobs under [convert], and per-recipe "
+                       "options as [convert.options.RECIPE] tables (e.g. sparsity = 0.8)")
+    a("--unsafe-load", action="store_true", help="allow the model file to run code (Lambda layers, custom "
+                                                  "objects); only for files you trust")
+    a("--force", action="store_true", help="replace --out if it exists")
+
+
+def convert_main(args) -> int:
+    """Run `edgeport convert` and print one line per artifact."""
+    from ..config import load_config
+    from .pipeline import ConvertConfig, convert
+    from .recipes import parse_recipes
+
+    conf = load_config(args.config, _CONVERT_KEYS, section="convert") if args.config else {}
+    for key in ("recipes", "calibration", "data", "seed", "jobs"):
+        if getattr(args, key) is not None:
+            conf[key] = getattr(args, key)
+    recipes = conf.get("recipes", "all")
+    if isinstance(recipes, list):
+        recipes = ",".join(recipes)
+    jobs = int(conf.get("jobs", 1))
+    if jobs < 1:
+        from edgeport_runtime.errors import UsageError
+
+        raise UsageError(f"--jobs must be >= 1, got {jobs}.")
+    cfg = ConvertConfig(model=args.model, out=args.out, recipes=parse_recipes(recipes),
+                        calibration=int(conf.get("calibration", 300)), data=conf.get("data"),
+                        seed=int(conf.get("seed", 0)), options=dict(conf.get("options", {})), jobs=jobs,
+                        unsafe=args.unsafe_load, force=args.force, verbose=args.verbose)
+    t0 = time.perf_counter()
+    print(f"converting {args.model} -> {args.out} ({len(cfg.recipes)} recipes)")
+    man = convert(cfg)
+    fp32 = next((a.bytes for a in man.artifacts if a.recipe == "tflite-fp32"), None)
+    print(f"{'artifact':<20} {'bytes':>9} {'gzip':>9} {'vs fp32':>8} {'sparsity':>8}")
+    for a in man.artifacts:
+        rel = f"{a.bytes / fp32:.0%}" if fp32 else "-"
+        sp = f"{a.sparsity:.0%}" if a.sparsity is not None else "-"
+        print(f"{a.name:<20} {a.bytes:>9,} {a.gzip_bytes:>9,} {rel:>8} {sp:>8}")
+    print(f"wrote {args.out}/manifest.json in {time.perf_counter() - t0:.1f} s "
+          f"(calibration: {man.calibration['count']} samples, {man.calibration['source']})")
+    return 0
+
+
+def inspect_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `edgeport inspect`."""
+    p.add_argument("file", help="a .tflite or .onnx file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def inspect_main(args) -> int:
+    """Print ops, tensor dtypes, parameter count and size of a .tflite or .onnx file."""
+    from .inspect import inspect_file
+
+    info = inspect_file(args.file)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['path']}: {info['format']}, {info['bytes']:,} bytes ({info['gzip_bytes']:,} gzipped), "
+          f"{info['params']:,} parameters")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            q = f" scale={t['scale']:.6g} zero_point={t['zero_point']}" if t.get("scale") is not None else ""
+            print(f"  {kind[:-1]:<6} {t['name']} {t['shape']} {t['dtype']}{q}")
+    print("  ops: " + ", ".join(f"{op} x{n}" for op, n in info["ops"].items()))
+    print("  weight dtypes: " + ", ".join(f"{d} x{n}" for d, n in info["weight_dtypes"].items()))
+    return 0

@@ -1,0 +1,246 @@
+"""One exporter per recipe family, all with the signature ``export(job, spec, opts, out_path) -> dict``.
+
+``job`` is an :class:`edgeport.convert.worker.Job` (source model, calibration and fine-tuning data); the returned
+dict is extra metadata for the manifest (e.g. sparsity). These run inside a child process (see worker.py).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+from edgeport_runtime.errors import EdgeportError
+from edgeport_runtime.manifest import atomic_write_bytes
+
+from .. import tfenv
+from .recipes import RECIPES, Recipe, RecipeSpec
+
+
+class ConversionError(EdgeportError):
+    """A converter refused the model (names the op or layer and the recipes that still work)."""
+
+
+def _still_work(exclude_quantized: bool = True) -> str:
+    return ", ".join(r.value for r, s in RECIPES.items() if not (exclude_quantized and s.quantization == "int8"))
+
+
+def _representative(x: np.ndarray):
+    def gen():
+        for i in range(len(x)):
+            yield [x[i:i + 1].astype(np.float32)]
+    return gen
+
+
+def _convert(converter, recipe: Recipe) -> bytes:
+    try:
+        with tfenv.silenced((1, 2)):
+            return converter.convert()
+    except Exception as e:  # the converter raises ConverterError / ValueError / RuntimeError with MLIR text
+        text = str(e)
+        ops = sorted(set(re.findall(r"'(tfl?\.[A-Za-z0-9_]+)'", text)))
+        what = f" (ops: {', '.join(ops)})" if ops else ""
+        first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), text.splitlines()[0] if text
+                     else type(e).__name__)
+        raise ConversionError(f"{recipe.value}: the TFLite converter failed{what}: {first[:300]}. Recipes that "
+                              f"do not need full-int8 kernels still work: {_still_work()}.") from None
+
+
+def _tflite_converter(fn_model, spec: RecipeSpec, calib: np.ndarray, saved_model: str = None):
+    """A TFLite converter set up per ``spec``, from a SavedModel dir or ``fn_model=(concrete_fn, trackable)``."""
+    tf = tfenv.import_tf()
+    if saved_model is not None:
+        conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    else:
+        cf, trackable = fn_model
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], trackable)
+    if spec.quantization == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif spec.quantization == "dynamic-int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif spec.quantization == "int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = _representative(calib)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    return conv
+
+
+def export_tflite(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
+    """tflite-fp32 / -fp16 / -dynamic / -int8 (post-training).
+
+    Keras 3 models go through ``model.export()`` + ``from_saved_model`` (quiet, identical files, STACK.md; a
+    concrete function over a Keras 3 model keeps resource variables and int8 calibration then fails with
+    READ_VARIABLE); SavedModels convert directly; tf_keras models through a concrete function.
+    """
+    import tempfile
+
+    src = job.source
+    with tempfile.TemporaryDirectory() as d:
+        if src.kind == "keras":
+            with tfenv.silenced((1, 2)):
+                src.model.export(d, format="tf_saved_model", verbose=False)
+            conv = _tflite_converter(None, spec, job.calibration, saved_model=d)
+        elif src.kind == "saved_model":
+            conv = _tflite_converter(None, spec, job.calibration, saved_model=str(src.path))
+        else:
+            conv = _tflite_converter(_keras_function(src.model, src.input_shape), spec, job.calibration)
+        data = _convert(conv, spec.recipe)
+    atomic_write_bytes(out_path, data)
+    return {}
+
+
+def _keras_function(model, input_shape):
+    tf = tfenv.import_tf()
+    f = tf.function(lambda x: model(x, training=False),
+                    input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name="input")])
+    return f.get_concrete_function(), model
+
+
+def _fine_tune(job, model, opts, callbacks=()):
+    """Compile and fit a tf_keras model on the run's training split (never the test split)."""
+    import tf_keras
+
+    x, y = job.train_x, job.train_y
+    val = (job.val_x, job.val_y) if job.val_x is not None else None
+    if job.task == "autoencoder":
+        y = x.reshape(len(x), -1)
+        val = (job.val_x, job.val_x.reshape(len(job.val_x), -1)) if val else None
+        model.compile(tf_keras.optimizers.Adam(opts["lr"]), loss="mse")
+    else:
+        model.compile(tf_keras.optimizers.Adam(opts["lr"]), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    tf_keras.utils.set_random_seed(job.seed)
+    model.fit(x, y, epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), validation_data=val,
+              callbacks=list(callbacks), verbose=0, shuffle=True)
+    return model
+
+
+def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
+    """tflite-int8-qat: bridge to tf_keras, tfmot quantize_model, fine-tune, convert to full int8."""
+    from .bridge import bridge_model, import_tfmot
+
+    tfmot = import_tfmot()
+    base = bridge_model(job.source)
+    try:
+        qat = tfmot.quantization.keras.quantize_model(base)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ConversionError(f"{spec.recipe.value}: tfmot cannot quantize this model ({str(e).splitlines()[0]}). "
+                              f"Recipes that still work: {_still_work(False).replace('tflite-int8-qat, ', '')}.") \
+            from None
+    _fine_tune(job, qat, opts)
+    data = _convert(_tflite_converter(_keras_function(qat, job.source.input_shape), spec, job.calibration),
+                    spec.recipe)
+    atomic_write_bytes(out_path, data)
+    return {"fine_tune": dict(opts)}
+
+
+def _sparsity(model) -> float:
+    """Fraction of zeros over the kernels of Conv/Dense layers (what pruning acts on)."""
+    zeros = total = 0
+    for layer in model.layers:
+        if type(layer).__name__ in ("Dense", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
+            for w in layer.get_weights()[:1]:
+                zeros += int((w == 0).sum())
+                total += int(w.size)
+    return zeros / total if total else 0.0
+
+
+def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
+    """tflite-int8-pruned: magnitude pruning (polynomial decay to the target sparsity), fine-tune, strip, int8.
+
+    With ``pqat`` the pruned model is also fine-tuned with pruning-preserving QAT before conversion.
+    EXPERIMENTAL_SPARSITY is deliberately not used (it breaks XNNPACK and tf2onnx, STACK.md): the .tflite keeps
+    its size and the saving shows in gzip size.
+    """
+    from .bridge import bridge_model, import_tfmot
+
+    tfmot = import_tfmot()
+    s = float(opts["sparsity"])
+    if not 0.0 < s < 1.0:
+        raise ConversionError(f"{spec.recipe.value}: sparsity must be in (0, 1), got {s}.")
+    base = bridge_model(job.source)
+    steps = int(np.ceil(len(job.train_x) / int(opts["batch_size"]))) * int(opts["epochs"])
+    # Reach the target after ~2/3 of the steps, so the last third fine-tunes at the final sparsity.
+    schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=s, begin_step=0,
+                                                    end_step=max(1, int(steps * 2 / 3)), frequency=10)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
+    _fine_tune(job, pruned, opts, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    sparsity = _sparsity(stripped)
+    final = stripped
+    if opts.get("pqat"):
+        q = tfmot.quantization.keras
+        annotated = q.quantize_annotate_model(stripped)
+        final = q.quantize_apply(annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+        _fine_tune(job, final, dict(opts, epochs=max(1, int(opts["epochs"]) // 2)))
+    data = _convert(_tflite_converter(_keras_function(final, job.source.input_shape), spec, job.calibration),
+                    spec.recipe)
+    atomic_write_bytes(out_path, data)
+    return {"sparsity": round(sparsity, 4), "target_sparsity": s, "pqat": bool(opts.get("pqat")),
+            "fine_tune": {k: opts[k] for k in ("epochs", "lr", "batch_size")}}
+
+
+def _onnx_fp32_bytes(job) -> bytes:
+    import logging
+
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    tf = tfenv.import_tf()
+    f, _ = job.source.concrete_function()
+    spec = [tf.TensorSpec([None, *job.source.input_shape], tf.float32, name="input")]
+    try:
+        proto, _ = tf2onnx.convert.from_function(f, input_signature=spec, opset=17)
+    except Exception as e:
+        raise ConversionError(f"onnx-fp32: tf2onnx failed ({str(e).splitlines()[0][:300]}). The TFLite recipes "
+                              "do not depend on it.") from None
+    return proto.SerializeToString()
+
+
+def export_onnx_fp32(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
+    """onnx-fp32 via tf2onnx.from_function on a tf.function with an explicit input signature.
+
+    (tf2onnx's from_keras fails on Keras 3 models, STACK.md.)
+    """
+    atomic_write_bytes(out_path, _onnx_fp32_bytes(job))
+    return {"opset": 17}
+
+
+def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
+    """onnx-int8: onnxruntime quantize_static, QDQ format, per-channel signed int8, same calibration samples.
+
+    QDQ rather than QOperator (~5x faster on x86) and onnxruntime's own quantizer rather than tf2onnx's
+    from_tflite (~6x faster at run time), per STACK.md.
+    """
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calib = job.calibration
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(range(len(calib)))
+
+        def get_next(self):
+            i = next(self._it, None)
+            return None if i is None else {"input": calib[i:i + 1].astype(np.float32)}
+
+    with tempfile.TemporaryDirectory() as d:
+        fp32, pre = Path(d) / "fp32.onnx", Path(d) / "pre.onnx"
+        fp32.write_bytes(_onnx_fp32_bytes(job))
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        tmp_out = Path(d) / "int8.onnx"
+        try:
+            quantize_static(str(pre), str(tmp_out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        except Exception as e:
+            raise ConversionError(f"onnx-int8: onnxruntime quantization failed ({str(e).splitlines()[0][:300]}). "
+                                  "onnx-fp32 still works.") from None
+        atomic_write_bytes(out_path, tmp_out.read_bytes())
+    return {"format": "QDQ", "per_channel": True}

@@ -1,0 +1,230 @@
+"""`edgeport convert`: calibration data, one child process per recipe, artifact descriptions, the manifest.
+
+The parent process never imports TensorFlow. It reads the run's data with numpy, runs each recipe in a fresh
+child process, describes every artifact with edgeport-runtime (the code path devices use) and writes the bundle
+to a staged directory that replaces ``out`` in one rename when everything succeeded.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import gzip
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from edgeport_runtime import load as rt_load
+from edgeport_runtime.errors import EdgeportError, InputError, UsageError
+from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_manifest
+
+from ..fsutil import check_out_dir, staged_dir
+from .recipes import RECIPES, Recipe, recipe_options
+
+CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
+
+
+@dataclass
+class ConvertConfig:
+    """Everything `edgeport convert` accepts (TOML keys under [convert] are these names)."""
+
+    model: str
+    out: str
+    recipes: List[Recipe] = field(default_factory=lambda: list(RECIPES))
+    calibration: int = 300
+    data: Optional[str] = None
+    seed: int = 0
+    options: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # recipe name -> option overrides
+    jobs: int = 1
+    unsafe: bool = False
+    force: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class Data:
+    """Training split (calibration, fine-tuning), held-out split (evaluation) and what describes them."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: Optional[np.ndarray]
+    y_val: Optional[np.ndarray]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: str
+    labels: List[str]
+    preprocessing: Dict[str, Any]
+    source: str
+    run_dir: Optional[Path] = None
+
+
+def _npz(path: Path, keys) -> Dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys if k in z.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read it ({e}); re-run `edgeport train`.") from None
+
+
+def load_run_data(run_dir: Path) -> Data:
+    """The splits a training run stored (train.npz, test.npz) and its train.json description."""
+    rec = json.loads((run_dir / "train.json").read_text())
+    tr = _npz(run_dir / "train.npz", ("x_train", "y_train", "x_val", "y_val"))
+    te = _npz(run_dir / "test.npz", ("x_test", "y_test"))
+    if "x_train" not in tr or "x_test" not in te:
+        raise InputError(f"{run_dir}: train.npz/test.npz are missing arrays; re-run `edgeport train`.")
+    return Data(tr["x_train"], tr["y_train"], tr.get("x_val"), tr.get("y_val"), te["x_test"], te["y_test"],
+                rec.get("task", "classification"), rec.get("class_names", []), rec.get("preprocessing", {}),
+                f"training run {run_dir}", run_dir)
+
+
+def resolve_data(model: Path, data: Optional[str], seed: int) -> Data:
+    """--data (a run directory, a dataset name or path), else the run directory the model sits in."""
+    if data is None:
+        if (model.parent / "train.json").is_file():
+            return load_run_data(model.parent)
+        raise UsageError(f"{model}: not inside a training run directory, so there is no training data to "
+                         "calibrate on; pass --data RUN_DIR or --data DATASET (a built-in name, .npz, .csv or "
+                         "image folder).")
+    p = Path(data)
+    if p.is_dir() and (p / "train.json").is_file():
+        return load_run_data(p)
+    from ..train.datasets import load_dataset
+    from ..train.trainer import stratified_split
+
+    ds = load_dataset(data, seed)
+    if ds.x_test is not None:
+        xtr, ytr, xte, yte = ds.x, ds.y, ds.x_test, ds.y_test
+    else:
+        xtr, xte, ytr, yte = stratified_split(ds.x, ds.y, 0.2, seed)
+    return Data(xtr, ytr, None, None, xte, yte, "classification", ds.class_names, ds.preprocessing,
+                f"dataset {data} (20% held out, seed {seed})")
+
+
+def calibration_samples(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` training samples stratified by class (proportional, at least one per class), seeded."""
+    if n < 1:
+        raise UsageError(f"--calibration must be >= 1, got {n}.")
+    if n >= len(x):
+        return x.copy()
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    take = np.maximum(1, np.floor(counts / counts.sum() * n).astype(int))
+    while take.sum() < n:  # hand out the remainder to the largest classes
+        take[np.argmax(counts - take)] += 1
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), min(t, cnt), replace=False)
+                          for c, t, cnt in zip(classes, take, counts)])
+    return x[np.sort(idx)[:n]]
+
+
+def _pool(jobs: int):
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1)
+
+
+def _describe(path: Path, spec, bundle_dir: Path, name: str, extra: Dict[str, Any], check_x: np.ndarray
+              ) -> Artifact:
+    """Describe an exported file through edgeport-runtime and store its outputs on the check inputs."""
+    with rt_load(path, num_threads=1) as m:
+        check_out = m.predict(check_x)
+    np.save(bundle_dir / f"check_{name}.npy", check_out)
+    data = path.read_bytes()
+    return Artifact(name=name, path=path.name, format=spec.format, recipe=spec.recipe.value,
+                    sha256=sha256_file(path), bytes=len(data), gzip_bytes=len(gzip.compress(data, 9, mtime=0)),
+                    inputs=m.inputs, outputs=m.outputs, quantization=spec.quantization,
+                    sparsity=extra.pop("sparsity", None), check_outputs=f"check_{name}.npy", extra=extra)
+
+
+def _versions() -> Dict[str, str]:
+    from ..tfenv import package_versions
+
+    return package_versions()
+
+
+def convert(cfg: ConvertConfig, progress=print) -> Manifest:
+    """Convert ``cfg.model`` with every recipe in ``cfg.recipes`` into the bundle directory ``cfg.out``.
+
+    Returns:
+        The written :class:`Manifest`.
+
+    Raises:
+        UsageError / InputError / ModelLoadError: bad options, data or model (nothing is written).
+        EdgeportError: one or more recipes failed; the message lists each failure and what still works.
+    """
+    model = Path(cfg.model)
+    if not model.exists():
+        from edgeport_runtime.errors import ModelLoadError
+
+        raise ModelLoadError(f"{model}: no such file or directory; expected a .keras, a .h5 or a SavedModel dir.")
+    check_out_dir(cfg.out, cfg.force)
+    opts = {r: recipe_options(r, cfg.options.get(r.value, {})) for r in cfg.recipes}
+    for name in cfg.options:
+        if name not in {r.value for r in cfg.recipes}:
+            raise UsageError(f"options given for recipe {name!r}, which is not being converted "
+                             f"(converting: {', '.join(r.value for r in cfg.recipes)}).")
+    data = resolve_data(model, cfg.data, cfg.seed)
+    calib = calibration_samples(data.x_train, data.y_train, cfg.calibration, cfg.seed)
+    check_x = data.x_test[:CHECK_SAMPLES].astype(np.float32)
+    work = Path(tempfile.mkdtemp(prefix="edgeport-convert-"))
+    try:
+        np.savez(work / "data.npz", calibration=calib, x_train=data.x_train, y_train=data.y_train,
+                 **({"x_val": data.x_val, "y_val": data.y_val} if data.x_val is not None else {}))
+        np.save(work / "check_inputs.npy", check_x)
+        base = {"model": str(model.resolve()), "unsafe": cfg.unsafe, "verbose": cfg.verbose,
+                "threads": max(1, (os.cpu_count() or 1) // cfg.jobs)}
+        from . import worker
+
+        with _pool(1) as pool:
+            info = pool.submit(worker.probe, dict(base, check_inputs=str(work / "check_inputs.npy"))).result()
+        if tuple(info["input_shape"]) != tuple(calib.shape[1:]):
+            raise InputError(f"calibration data has samples of shape {tuple(calib.shape[1:])} but the model takes "
+                             f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data.")
+        with staged_dir(cfg.out, cfg.force) as tmp:
+            futures = {}
+            with _pool(cfg.jobs) as pool:
+                for r in cfg.recipes:
+                    spec = RECIPES[r]
+                    job = dict(base, recipe=r.value, options=opts[r], data=str(work / "data.npz"),
+                               out_path=str(tmp / f"{r.value}{spec.suffix}"), task=data.task, seed=cfg.seed)
+                    futures[r] = pool.submit(worker.run_recipe, job)
+                results, failures = {}, {}
+                for r, fut in futures.items():
+                    try:
+                        results[r] = fut.result()
+                        progress(f"  {r.value:<20} done")
+                    except EdgeportError as e:
+                        failures[r] = str(e)
+                        progress(f"  {r.value:<20} FAILED")
+                    except cf.process.BrokenProcessPool:
+                        failures[r] = "the converter process crashed (killed or out of memory)"
+            if failures:
+                ok = [r.value for r in results]
+                lines = "; ".join(f"{r.value}: {msg}" for r, msg in failures.items())
+                raise EdgeportError(f"{len(failures)} recipe(s) failed, nothing was written. {lines} "
+                                    f"Converted fine: {', '.join(ok) or 'none'}; re-run with --recipes "
+                                    "listing only those, or fix the model.")
+            np.save(tmp / "check_inputs.npy", check_x)
+            np.save(tmp / "check_keras.npy", info["check_outputs"])
+            artifacts = [_describe(tmp / f"{r.value}{RECIPES[r].suffix}", RECIPES[r], tmp, r.value, results[r],
+                                   check_x) for r in cfg.recipes]
+            default = next((a.name for a in artifacts if a.recipe == Recipe.TFLITE_INT8.value), artifacts[0].name)
+            manifest = Manifest(
+                artifacts=artifacts, task=data.task, labels=data.labels, preprocessing=data.preprocessing,
+                source={"path": str(model), "sha256": sha256_file(model) if model.is_file() else None,
+                        "kind": info["kind"], "input_shape": info["input_shape"],
+                        "run_dir": str(data.run_dir) if data.run_dir else None},
+                calibration={"source": f"training split of {data.source}", "count": int(len(calib)),
+                             "seed": cfg.seed, "stratified": True},
+                toolchain=_versions(), check={"inputs": "check_inputs.npy", "keras_outputs": "check_keras.npy"},
+                default_artifact=default,
+                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            )
+            write_manifest(tmp, manifest)
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,232 @@
+"""Loading the model to convert: Keras 3 `.keras`, legacy `.h5`, or a TensorFlow SavedModel directory.
+
+Nothing in a model file is allowed to run code by default: `.keras` loads with Keras safe_mode, and `.h5` files
+are checked for Lambda layers and unknown classes before any deserialisation (legacy Lambda layers carry
+marshalled Python bytecode). ``unsafe=True`` (``--unsafe-load``) lifts both for files the user trusts.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from edgeport_runtime.errors import ModelLoadError, UsageError
+
+from .. import tfenv
+
+# Layer classes a legacy .h5 may hold without being treated as code (everything tf.keras ships as plain layers).
+_CODE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+
+
+@dataclass
+class Source:
+    """A loaded source model and the handful of things conversion needs from it."""
+
+    path: Path
+    kind: str  # keras | tf_keras | saved_model
+    model: Any
+    input_shape: Tuple[int, ...]  # one sample, no batch dimension
+    output_shape: Tuple[int, ...]
+    fn: Any = None  # SavedModel serving function
+
+    def predict(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Float outputs of the source model for a batch (the parity reference)."""
+        x = np.asarray(x, np.float32)
+        parts = []
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            if self.kind == "saved_model":
+                out = self.fn(xb)
+                parts.append(np.asarray(list(out.values())[0] if isinstance(out, dict) else out))
+            else:
+                parts.append(np.asarray(self.model(xb, training=False)))
+        return np.concatenate(parts).astype(np.float32)
+
+    def concrete_function(self):
+        """A tf ConcreteFunction ``serve(input)`` with a free batch dimension, for TFLite and tf2onnx."""
+        tf = tfenv.import_tf()
+        spec = tf.TensorSpec([None, *self.input_shape], tf.float32, name="input")
+        if self.kind == "saved_model":
+            fn = self.fn
+            f = tf.function(lambda x: _first(fn(x)), input_signature=[spec])
+        else:
+            model = self.model
+            f = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        return f, f.get_concrete_function()
+
+
+def _first(out):
+    return list(out.values())[0] if isinstance(out, dict) else out
+
+
+def _shape(t) -> Tuple[int, ...]:
+    return tuple(int(d) if d is not None else -1 for d in t[1:])
+
+
+def _check_single_io(model, path) -> None:
+    ins, outs = model.inputs, model.outputs
+    if len(ins) != 1 or len(outs) != 1:
+        raise UsageError(f"{path}: the model has {len(ins)} inputs and {len(outs)} outputs; edgeport converts "
+                         "models with exactly one input and one output (multi-input/output models are not "
+                         "supported yet). Wrap or split the model.")
+    if any(d is None for d in ins[0].shape[1:]):
+        raise UsageError(f"{path}: the input shape {tuple(ins[0].shape)} has free dimensions besides the batch; "
+                         "int8 export needs a fixed sample shape. Rebuild the model with a fixed Input shape.")
+
+
+def _h5_config(path: Path) -> Optional[dict]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read it as HDF5 ({e}); the file is corrupt or truncated.") from None
+    if raw is None:
+        raise ModelLoadError(f"{path}: an HDF5 file without a model_config; it holds weights only. Save the whole "
+                             "model (model.save) or build the architecture and load the weights yourself.")
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def _code_layers(config) -> list:
+    """Names of layers in a Keras config that would execute Python code when deserialised."""
+    found = []
+
+    def walk(c):
+        if isinstance(c, dict):
+            if c.get("class_name") in _CODE_LAYERS:
+                found.append(f"{c.get('config', {}).get('name', '?')} ({c['class_name']})")
+            for v in c.values():
+                walk(v)
+        elif isinstance(c, list):
+            for v in c:
+                walk(v)
+
+    walk(config)
+    return found
+
+
+def _load_keras(path: Path, unsafe: bool):
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except ValueError as e:
+        msg = str(e)
+        if "safe_mode" in msg or "lambda" in msg.lower():
+            raise ModelLoadError(f"{path}: the model contains code (a Lambda layer or custom object) and safe mode "
+                                 "is on; pass --unsafe-load only if you trust this file.") from None
+        raise ModelLoadError(f"{path}: Keras cannot load it ({msg.splitlines()[0][:300]}).") from None
+    except (OSError, KeyError, TypeError, EOFError) as e:  # zip errors, truncated archives
+        raise ModelLoadError(f"{path}: cannot read the .keras file ({type(e).__name__}: {str(e)[:200]}); "
+                             "it is corrupt or truncated.") from None
+    except Exception as e:  # zipfile.BadZipFile and friends
+        raise ModelLoadError(f"{path}: cannot read the .keras file ({type(e).__name__}: {str(e)[:200]}); "
+                             "it is corrupt or truncated.") from None
+
+
+class _LegacyDepthwiseConv2D:
+    """Factory used when Keras 3 meets a tf.keras DepthwiseConv2D config with the obsolete ``groups`` key."""
+
+    def __new__(cls, *args, **kwargs):
+        import keras
+
+        kwargs.pop("groups", None)
+        return keras.layers.DepthwiseConv2D(*args, **kwargs)
+
+    @classmethod
+    def from_config(cls, config):
+        import keras
+
+        config = dict(config)
+        config.pop("groups", None)
+        return keras.layers.DepthwiseConv2D.from_config(config)
+
+
+def _load_h5(path: Path, unsafe: bool):
+    """Keras 3 first (tolerating known legacy keys); tf_keras when Keras 3 refuses the file."""
+    config = _h5_config(path)
+    code = _code_layers(config)
+    if code and not unsafe:
+        raise ModelLoadError(f"{path}: layers {code} hold Python code that loading would run; safe mode refuses "
+                             "them. Pass --unsafe-load only if you trust this file.")
+    import keras
+
+    errors = []
+    try:
+        m = keras.saving.load_model(path, compile=False, safe_mode=not unsafe,
+                                    custom_objects={"DepthwiseConv2D": _LegacyDepthwiseConv2D})
+        return m, "keras"
+    except Exception as e:  # Keras 3 refuses many legacy files; tf_keras is the fallback
+        errors.append(f"Keras 3: {str(e).splitlines()[0][:200]}")
+    try:
+        import tf_keras
+
+        return tf_keras.models.load_model(path, compile=False), "tf_keras"
+    except Exception as e:
+        errors.append(f"tf_keras: {str(e).splitlines()[0][:200]}")
+    raise ModelLoadError(f"{path}: neither Keras 3 nor tf_keras can load this .h5 ({'; '.join(errors)}).")
+
+
+def _load_saved_model(path: Path) -> Source:
+    tf = tfenv.import_tf()
+    if not (path / "saved_model.pb").is_file():
+        raise ModelLoadError(f"{path}: a directory without saved_model.pb; expected a TensorFlow SavedModel.")
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as e:
+        raise ModelLoadError(f"{path}: TensorFlow cannot load the SavedModel ({str(e).splitlines()[0][:200]}); "
+                             "it is corrupt or incomplete.") from None
+    sigs = getattr(loaded, "signatures", {})
+    if "serving_default" in sigs:
+        fn = sigs["serving_default"]
+        in_specs = fn.structured_input_signature[1]
+        if len(in_specs) != 1 or len(fn.structured_outputs) != 1:
+            raise UsageError(f"{path}: the serving signature has {len(in_specs)} inputs and "
+                             f"{len(fn.structured_outputs)} outputs; only single input/output models are supported.")
+        in_name, spec = next(iter(in_specs.items()))
+        call = lambda x: fn(**{in_name: tf.convert_to_tensor(x)})  # noqa: E731
+    elif hasattr(loaded, "serve") or callable(loaded):
+        raise ModelLoadError(f"{path}: the SavedModel has no serving_default signature; re-export it with "
+                             "tf.saved_model.save(model, dir, signatures=...) or keras model.export(dir).")
+    else:
+        raise ModelLoadError(f"{path}: the SavedModel exposes nothing callable.")
+    out_spec = next(iter(fn.structured_outputs.values()))
+    shape = tuple(spec.shape)
+    if len(shape) < 2 or any(d is None for d in shape[1:]):
+        raise UsageError(f"{path}: input shape {shape} must be (batch, fixed dims...) for int8 export.")
+    return Source(path, "saved_model", loaded, _shape(shape), _shape(tuple(out_spec.shape)), fn=call)
+
+
+def load_source(path: os.PathLike, unsafe: bool = False) -> Source:
+    """Load MODEL for conversion.
+
+    Args:
+        path: a ``.keras`` file, a legacy ``.h5`` file, or a SavedModel directory (old ones without Keras
+            metadata included).
+        unsafe: allow model files to run code (Lambda layers, custom objects). Off by default.
+
+    Raises:
+        ModelLoadError: missing, corrupt, truncated, code-bearing (in safe mode) or unloadable files.
+        UsageError: models with several inputs/outputs or free sample dimensions.
+    """
+    p = Path(path)
+    tfenv.import_tf()
+    if not p.exists():
+        raise ModelLoadError(f"{p}: no such file or directory; expected a .keras, a .h5 or a SavedModel directory.")
+    if p.is_dir():
+        return _load_saved_model(p)
+    suffix = p.suffix.lower()
+    if suffix == ".keras":
+        model, kind = _load_keras(p, unsafe), "keras"
+    elif suffix in (".h5", ".hdf5"):
+        model, kind = _load_h5(p, unsafe)
+    else:
+        raise ModelLoadError(f"{p}: unsupported model file {suffix!r}; expected .keras, .h5 or a SavedModel "
+                             "directory.")
+    _check_single_io(model, p)
+    return Source(p, kind, model, _shape(tuple(model.inputs[0].shape)), _shape(tuple(model.outputs[0].shape)))

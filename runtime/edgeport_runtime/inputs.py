@@ -1,0 +1,91 @@
+"""Reading inputs for the device CLI: .npy arrays, images and CSV rows, preprocessed as the manifest says."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
+
+
+def _scale(raw: np.ndarray, pre: Dict[str, Any]) -> np.ndarray:
+    """model input = raw * input_scale + input_offset (the manifest's preprocessing)."""
+    return (raw.astype(np.float32) * np.float32(pre.get("input_scale", 1.0))
+            + np.float32(pre.get("input_offset", 0.0)))
+
+
+def read_image(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
+    """One image -> a batch of 1 shaped like the model input (resized, color-converted, scaled)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InputError("reading images needs Pillow: `pip install pillow` (or pass a .npy array).") from None
+    if len(input_shape) != 4:
+        raise InputError(f"{path}: the model input has shape {input_shape}, not an image (N, H, W, C).")
+    h, w, c = input_shape[1:]
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            raw = np.asarray(im, np.float32).reshape(1, h, w, c)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the image ({e}).") from None
+    raw_range = pre.get("raw_range")
+    if raw_range and raw_range[1] != 255:  # e.g. digits were 0..16: map 8-bit pixels onto that range
+        raw = raw * (raw_range[1] - raw_range[0]) / 255.0 + raw_range[0]
+    return _scale(raw, pre)
+
+
+def read_csv(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
+    """Rows of numbers (an optional header row is skipped) -> a batch shaped like the model input."""
+    try:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read it as CSV ({e}).") from None
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]
+    if not rows:
+        raise InputError(f"{path}: no data rows.")
+    try:
+        data = np.asarray([[float(v) for v in r] for r in rows], np.float32)
+    except ValueError as e:
+        raise InputError(f"{path}: every value must be a number ({e}).") from None
+    per_sample = int(np.prod([d for d in input_shape[1:]]))
+    if data.shape[1] != per_sample:
+        raise InputError(f"{path}: rows have {data.shape[1]} values; the model takes {per_sample} per sample "
+                         f"(input shape {input_shape}).")
+    return _scale(data.reshape(len(data), *input_shape[1:]), pre)
+
+
+def _numeric(row: List[str]) -> bool:
+    try:
+        [float(v) for v in row]
+        return True
+    except ValueError:
+        return False
+
+
+def read_input(path: str, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
+    """Dispatch on the file suffix: .npy (model-ready floats), .csv (raw features), images (raw pixels)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--input {path}: no such file.")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            x = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{p}: cannot read it as .npy ({e}).") from None
+        if x.ndim == len(input_shape) - 1:  # one sample without a batch dimension
+            x = x[None]
+        return x
+    if suffix == ".csv":
+        return read_csv(p, input_shape, pre)
+    if suffix in IMAGE_SUFFIXES:
+        return read_image(p, input_shape, pre)
+    raise InputError(f"--input {path}: unsupported type {suffix!r}; expected .npy, .csv or an image "
+                     f"({', '.join(sorted(IMAGE_SUFFIXES))}).")

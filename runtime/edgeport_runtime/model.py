@@ -1,0 +1,222 @@
+"""Loading a model and running it: float in, float out, any batch size, thread-safe."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import backends as _backends
+from .bundle import SUFFIX_FORMAT, pick_artifact, resolve
+from .errors import InputError, UsageError
+from .manifest import Artifact, Manifest, TensorSpec, verify_artifact
+from .quant import dequantize, quantize
+
+log = logging.getLogger("edgeport_runtime")
+
+ArrayLike = Union[np.ndarray, Sequence]
+MAX_CHUNK = 256  # samples per interpreter call: bounds memory for huge batches without slowing small ones
+
+
+def default_threads() -> int:
+    """Cores this process may use (respects CPU affinity, e.g. taskset or containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Model:
+    """A loaded artifact. Create it with :func:`load`.
+
+    ``predict`` takes float inputs exactly as the Keras model did and returns float outputs; int8 artifacts are
+    quantized and dequantized with the scale and zero point the artifact records, using TFLite's rounding.
+    Calls from many threads are serialised (interpreters are not thread-safe on their own).
+    """
+
+    def __init__(self, session, artifact: Optional[Artifact], manifest: Optional[Manifest], path: str,
+                 num_threads: int, temp_dir: Optional[str] = None):
+        self._session = session
+        self._lock = threading.Lock()
+        self.artifact = artifact
+        self.manifest = manifest
+        self.path = path
+        self.num_threads = num_threads
+        self._temp_dir = temp_dir
+        # The manifest's specs carry the calibrated scale/zero point; the interpreter's are the same numbers for
+        # .tflite and absent for ONNX QDQ models whose I/O stays float, so prefer the interpreter's dtypes.
+        self.inputs: List[TensorSpec] = session.inputs
+        self.outputs: List[TensorSpec] = session.outputs
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """Inputs, outputs, backend, threads, artifact name/recipe, and labels when the bundle has them."""
+        d = {"path": self.path, "backend": self._session.backend, "threads": self.num_threads,
+             "inputs": [vars(s) for s in self.inputs], "outputs": [vars(s) for s in self.outputs],
+             "dynamic_batch": self._session.dynamic_batch}
+        if self.artifact is not None:
+            d.update(artifact=self.artifact.name, recipe=self.artifact.recipe, format=self.artifact.format,
+                     quantization=self.artifact.quantization, sha256=self.artifact.sha256)
+        if self.manifest is not None:
+            d.update(task=self.manifest.task, labels=self.manifest.labels,
+                     preprocessing=self.manifest.preprocessing)
+        return d
+
+    @property
+    def labels(self) -> List[str]:
+        """Class labels from the manifest ([] for bare files)."""
+        return list(self.manifest.labels) if self.manifest else []
+
+    def _check(self, xs: List[np.ndarray], raw: bool, allow_nonfinite: bool) -> List[np.ndarray]:
+        if len(xs) != len(self.inputs):
+            raise InputError(f"the model has {len(self.inputs)} input(s) "
+                             f"({', '.join(s.name for s in self.inputs)}), got {len(xs)} array(s).")
+        out = []
+        n = None
+        for x, spec in zip(xs, self.inputs):
+            x = np.asarray(x)
+            want = ["N" if d is None else d for d in spec.shape]
+            if raw:
+                if x.dtype.name != spec.dtype:
+                    raise InputError(f"input {spec.name!r}: predict_raw expects dtype {spec.dtype}, got {x.dtype}. "
+                                     "Use predict() for float inputs.")
+            elif x.dtype.kind not in "fiu":
+                raise InputError(f"input {spec.name!r}: expected real numbers (float), got dtype {x.dtype}.")
+            if x.ndim != len(spec.shape):
+                hint = " Add a batch dimension, e.g. x[None]." if x.ndim == len(spec.shape) - 1 else ""
+                raise InputError(f"input {spec.name!r}: expected rank {len(spec.shape)} shape {want}, got rank "
+                                 f"{x.ndim} shape {list(x.shape)}.{hint}")
+            bad = [i for i, (d, g) in enumerate(zip(spec.shape, x.shape)) if i > 0 and d is not None and d != g]
+            if bad:
+                raise InputError(f"input {spec.name!r}: expected shape {want}, got {list(x.shape)} "
+                                 f"(dimension {bad[0]} differs).")
+            if len(x) == 0:
+                raise InputError(f"input {spec.name!r}: empty batch; expected shape {want} with N >= 1.")
+            if n is not None and len(x) != n:
+                raise InputError(f"inputs have different batch sizes ({n} and {len(x)}).")
+            n = len(x)
+            if not raw:
+                x = x.astype(np.float32, copy=False)
+                if not allow_nonfinite and not np.all(np.isfinite(x)):
+                    bad_n = int((~np.isfinite(x)).sum())
+                    raise InputError(f"input {spec.name!r}: {bad_n} NaN/Inf value(s); an int8 model would turn them "
+                                     "into silent garbage. Clean the input, or pass allow_nonfinite=True.")
+                if spec.quantized:
+                    x = quantize(x, spec.scale, spec.zero_point, spec.dtype)
+                elif spec.dtype != "float32":
+                    x = x.astype(spec.dtype)
+            out.append(np.ascontiguousarray(x))
+        return out
+
+    def _run(self, xs: List[np.ndarray]) -> List[np.ndarray]:
+        n = len(xs[0])
+        results: List[List[np.ndarray]] = []
+        with self._lock:
+            for i in range(0, n, MAX_CHUNK):
+                results.append(self._session.run([x[i:i + MAX_CHUNK] for x in xs]))
+        if len(results) == 1:
+            return results[0]
+        return [np.concatenate([r[j] for r in results]) for j in range(len(self.outputs))]
+
+    def predict_raw(self, x: Union[ArrayLike, List[ArrayLike]]) -> Union[np.ndarray, List[np.ndarray]]:
+        """Run with inputs already in the model's own dtypes (e.g. int8); return the raw outputs."""
+        xs = self._check(x if isinstance(x, list) else [x], raw=True, allow_nonfinite=True)
+        out = self._run(xs)
+        return out[0] if len(out) == 1 else out
+
+    def predict(self, x: Union[ArrayLike, List[ArrayLike]], allow_nonfinite: bool = False
+                ) -> Union[np.ndarray, List[np.ndarray]]:
+        """Float inputs (batch first, any batch size) -> float32 outputs, as the Keras model would give.
+
+        Args:
+            x: one array (or a list, one per input) shaped like the model input with a batch dimension.
+            allow_nonfinite: accept NaN/Inf inputs instead of raising.
+
+        Raises:
+            InputError: wrong rank, shape or dtype (the message shows expected vs got), NaN/Inf, empty batch.
+        """
+        xs = self._check(x if isinstance(x, list) else [x], raw=False, allow_nonfinite=allow_nonfinite)
+        raw = self._run(xs)
+        out = [dequantize(r, s.scale, s.zero_point) if s.quantized else r.astype(np.float32, copy=False)
+               for r, s in zip(raw, self.outputs)]
+        return out[0] if len(out) == 1 else out
+
+    def close(self) -> None:
+        """Release the interpreter and any extracted archive."""
+        self._session = None
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threads: Optional[int] = None,
+         artifact: Optional[str] = None) -> Model:
+    """Load a bundle directory, a bundle archive (.tar.gz/.zip) or a bare .tflite/.onnx file.
+
+    Args:
+        path: what to load.
+        backend: ``litert``, ``tflite-runtime`` or ``onnxruntime``; default: the best installed for the artifact.
+        num_threads: interpreter threads; default: the cores this process may use.
+        artifact: which artifact of a bundle to run (see ``edgeport-run info``); default: the bundle's default,
+            else the first one an installed backend can run.
+
+    Returns:
+        A :class:`Model`; ``model.info["backend"]`` says which backend was chosen.
+
+    Raises:
+        ModelLoadError: missing, corrupt or truncated files; IntegrityError: sha256 mismatch or unknown schema;
+        BackendUnavailableError: no installed interpreter for the artifact (names the pip extra); UsageError:
+        unknown backend or artifact name.
+    """
+    if num_threads is not None and int(num_threads) < 1:
+        raise UsageError(f"num_threads must be >= 1, got {num_threads}.")
+    threads = int(num_threads or default_threads())
+    res = resolve(path)
+    try:
+        if res.manifest is None:
+            fmt = SUFFIX_FORMAT[res.bare_file.suffix.lower()]
+            file_path, art = res.bare_file, None
+        else:
+            def runnable(fmt):
+                if backend is not None:
+                    return _backends.BACKENDS.get(backend) is not None and _backends.BACKENDS[backend].format == fmt
+                return any(b.format == fmt for b in map(_backends.BACKENDS.get, _backends.installed_backends()))
+
+            art = pick_artifact(res.manifest, artifact, runnable)
+            fmt = art.format
+            file_path = verify_artifact(res.directory, art)  # hashes checked before any byte is interpreted
+        chosen = _backends.choose_backend(fmt, backend)
+        session = _backends.open_session(chosen, str(file_path), threads)
+        log.info("loaded %s with backend %s (%d threads)", file_path, chosen.name, threads)
+        model = Model(session, art, res.manifest, str(file_path), threads, res.temp_dir)
+        if art is not None:
+            _check_specs_agree(art, model)
+        return model
+    except BaseException:
+        if res.temp_dir:
+            shutil.rmtree(res.temp_dir, ignore_errors=True)
+        raise
+
+
+def _check_specs_agree(art: Artifact, model: Model) -> None:
+    """The manifest and the file must describe the same I/O; a mismatch means a mixed-up bundle."""
+    from .errors import IntegrityError
+
+    for kind, want, got in (("input", art.inputs, model.inputs), ("output", art.outputs, model.outputs)):
+        if len(want) != len(got):
+            raise IntegrityError(f"artifact {art.name}: manifest lists {len(want)} {kind}(s), the file has {len(got)}.")
+        for w, g in zip(want, got):
+            if w.dtype != g.dtype or (w.quantized and (abs(w.scale - g.scale) > 1e-12 * max(1, abs(w.scale))
+                                                       or w.zero_point != g.zero_point)):
+                raise IntegrityError(f"artifact {art.name}: {kind} {g.name!r} is {g.dtype} scale={g.scale} "
+                                     f"zp={g.zero_point} in the file but {w.dtype} scale={w.scale} "
+                                     f"zp={w.zero_point} in the manifest; the bundle is inconsistent.")
