@@ -59,7 +59,7 @@ test: $(STAMP) $(RSTAMP)
 	$(MAKE) --no-print-directory test-runtime
 
 test-runtime: $(RSTAMP)
-	cd runtime && ../$(RVENV)/bin/python -m pytest -q tests
+	cd runtime && EDGEPORT_RUNTIME_ENV=1 ../$(RVENV)/bin/python -m pytest -q tests
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests

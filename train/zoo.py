@@ -40,7 +40,7 @@ def _need_image(name, input_shape):
 
 
 def build_tiny_cnn(k, input_shape, num_classes, filters: Sequence[int] = (32, 64), dense: int = 128):
-    """Two conv blocks (3x3 conv + BN + ReLU + 2x2 max-pool), global pooling, Dense, softmax. The default model.
+    """Two conv blocks (3x3 conv + BN + ReLU + 2x2 max-pool), Flatten, Dense, softmax. The default model.
 
     Parameters: ~53k on digits (8x8x1) with 10 classes. Big enough that weights, not the flatbuffer
     overhead (~8 KB), dominate the .tflite: int8 then really is ~1/4 of float32.
