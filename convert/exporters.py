@@ -138,14 +138,19 @@ def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> D
     return {"fine_tune": dict(opts)}
 
 
+# Which weight of each layer type tfmot prunes (its PruneRegistry); DepthwiseConv2D kernels are never pruned.
+_PRUNED_WEIGHT = {"Dense": 0, "Conv1D": 0, "Conv2D": 0, "SeparableConv2D": 1}
+
+
 def _sparsity(model) -> float:
-    """Fraction of zeros over the kernels of Conv/Dense layers (what pruning acts on)."""
+    """Fraction of zeros over the weights pruning acts on (Dense/Conv kernels, separable pointwise kernels)."""
     zeros = total = 0
     for layer in model.layers:
-        if type(layer).__name__ in ("Dense", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
-            for w in layer.get_weights()[:1]:
-                zeros += int((w == 0).sum())
-                total += int(w.size)
+        i = _PRUNED_WEIGHT.get(type(layer).__name__)
+        if i is not None:
+            w = layer.get_weights()[i]
+            zeros += int((w == 0).sum())
+            total += int(w.size)
     return zeros / total if total else 0.0
 
 
@@ -164,9 +169,12 @@ def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
         raise ConversionError(f"{spec.recipe.value}: sparsity must be in (0, 1), got {s}.")
     base = bridge_model(job.source)
     steps = int(np.ceil(len(job.train_x) / int(opts["batch_size"]))) * int(opts["epochs"])
-    # Reach the target after ~2/3 of the steps, so the last third fine-tunes at the final sparsity.
+    # Reach the target after ~2/3 of the steps, so the last third fine-tunes at the final sparsity. The mask
+    # only updates every `frequency` steps, so end_step is a multiple of it (else the target is never reached).
+    end = max(1, int(steps * 2 / 3))
+    freq = max(1, end // 20)
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=s, begin_step=0,
-                                                    end_step=max(1, int(steps * 2 / 3)), frequency=10)
+                                                    end_step=(end // freq) * freq, frequency=freq)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
     _fine_tune(job, pruned, opts, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)

@@ -105,8 +105,8 @@ class Model:
                     raise InputError(f"input {spec.name!r}: {bad_n} NaN/Inf value(s); an int8 model would turn them "
                                      "into silent garbage. Clean the input, or pass allow_nonfinite=True.")
                 if spec.quantized:
-                    if allow_nonfinite:  # integers have no NaN: NaN -> 0.0, +-Inf -> the ends of the range
-                        x = np.nan_to_num(x, nan=0.0, posinf=np.float32(3e38), neginf=np.float32(-3e38))
+                    if allow_nonfinite:  # integers have no NaN: NaN -> 0.0; +-Inf clamp to the ends of the range
+                        x = np.where(np.isnan(x), np.float32(0), x)
                     x = quantize(x, spec.scale, spec.zero_point, spec.dtype)
                 elif spec.dtype != "float32":
                     x = x.astype(spec.dtype)

@@ -1,0 +1,198 @@
+"""Numerical catalog: tiny single-layer models through every recipe, run by edgeport-runtime, vs Keras.
+
+Post-training recipes run in-process here (fast); the child-process pipeline is covered by test_convert_cli.py.
+Every tolerance says why it is that number. Inputs are uniform in [-1, 1]; calibration uses the same 64 samples.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeport import tfenv
+
+tfenv.import_tf()
+import keras  # noqa: E402
+
+import edgeport_runtime as er  # noqa: E402
+from edgeport.convert import exporters  # noqa: E402
+from edgeport.convert.bridge import BridgeError, to_tf_keras  # noqa: E402
+from edgeport.convert.recipes import RECIPES, Recipe  # noqa: E402
+from edgeport.convert.source import Source  # noqa: E402
+from edgeport.convert.worker import Job  # noqa: E402
+
+L = keras.layers
+
+
+def _one(shape, layer):
+    inp = keras.Input(shape)
+    return keras.Model(inp, layer(inp))
+
+
+def _residual(merge):
+    inp = keras.Input((8, 8, 3))
+    return keras.Model(inp, merge([L.Conv2D(3, 1)(inp), inp]))
+
+
+CATALOG = {
+    "dense": lambda: _one((16,), L.Dense(8)),
+    "conv2d": lambda: _one((8, 8, 3), L.Conv2D(4, 3, padding="same")),
+    "depthwise": lambda: _one((8, 8, 3), L.DepthwiseConv2D(3)),
+    "separable": lambda: _one((8, 8, 3), L.SeparableConv2D(4, 3)),
+    "conv1d": lambda: _one((16, 3), L.Conv1D(4, 3)),
+    "maxpool": lambda: _one((8, 8, 3), L.MaxPooling2D()),
+    "avgpool": lambda: _one((8, 8, 3), L.AveragePooling2D(2)),
+    "batchnorm": lambda: _one((8, 8, 3), L.BatchNormalization()),
+    "add": lambda: _residual(L.Add()),
+    "concatenate": lambda: _residual(L.Concatenate()),
+    "relu6": lambda: _one((8, 8, 3), L.ReLU(6.0)),
+    "softmax": lambda: _one((10,), L.Softmax()),
+    "flatten": lambda: _one((4, 4, 2), L.Flatten()),
+    "reshape": lambda: _one((4, 4, 2), L.Reshape((8, 4))),
+}
+
+
+def _build(name):
+    keras.utils.set_random_seed(0)
+    model = CATALOG[name]()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # give BatchNormalization non-trivial statistics to fold
+        if isinstance(layer, L.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, .1, b.shape),
+                               rng.normal(0, .1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+    shape = tuple(model.inputs[0].shape[1:])
+    x = rng.uniform(-1, 1, (64, *shape)).astype(np.float32)
+    return model, x
+
+
+def _export(tmp_path, model, x, recipe, train=None):
+    shape = tuple(model.inputs[0].shape[1:])
+    src = Source(Path("catalog"), "keras", model, shape, tuple(model.outputs[0].shape[1:]))
+    tx, ty = train if train else (None, None)
+    job = Job(src, x, tx, ty, None, None, "classification", 0)
+    spec = RECIPES[recipe]
+    out = tmp_path / f"{recipe.value}{spec.suffix}"
+    extra = getattr(exporters, spec.exporter)(job, spec, dict(spec.options, epochs=1), out)
+    return er.load(out, num_threads=1), extra
+
+
+POST_TRAINING = [Recipe.TFLITE_FP32, Recipe.TFLITE_FP16, Recipe.TFLITE_DYNAMIC, Recipe.TFLITE_INT8,
+                 Recipe.ONNX_FP32, Recipe.ONNX_INT8]
+
+
+def _check(recipe, model_rt, ref, y):
+    diff = float(np.abs(y - ref).max())
+    span = float(ref.max() - ref.min())
+    if recipe in (Recipe.TFLITE_FP32, Recipe.ONNX_FP32):
+        # same float32 arithmetic, other kernels/summation order: observed <= 4e-7; 1e-5 leaves room for
+        # other SIMD widths without hiding a real error (which would be >= 1e-3 on these O(1) outputs)
+        assert diff <= 1e-5
+    elif recipe == Recipe.TFLITE_FP16:
+        # float16 weights: relative rounding 2^-11 per weight, summed over <= 27 terms: observed <= 0.02% of the
+        # output range; 0.2% allows for unlucky sums
+        assert diff <= 2e-3 * span
+    elif recipe == Recipe.TFLITE_DYNAMIC:
+        # int8 weights (1/127 of the largest weight per step) with float activations: <= 1% of the range
+        assert diff <= 1e-2 * span
+    elif recipe == Recipe.TFLITE_INT8:
+        # in units of the output scale: input rounding (0.5 step propagated), weight rounding (~1 step for
+        # layers with weights) and output rounding (0.5 step); separable conv requantizes once more in between.
+        # Observed <= 1.75 steps; 2.5 steps is the budget.
+        assert diff <= 2.5 * model_rt.outputs[0].scale
+    elif recipe == Recipe.ONNX_INT8:
+        # QDQ keeps float I/O, so no output scale to count in: same error sources as int8, observed <= 1.05%
+        # of the output range (softmax, whose range is small); 2% is the budget
+        assert diff <= 2e-2 * span
+    return diff
+
+
+@pytest.mark.parametrize("recipe", POST_TRAINING, ids=lambda r: r.value)
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_catalog_layer_through_recipe_matches_keras(tmp_path, name, recipe):
+    model, x = _build(name)
+    ref = np.asarray(model(x))
+    rt, _ = _export(tmp_path, model, x, recipe)
+    y = rt.predict(x)
+    assert y.shape == ref.shape
+    _check(recipe, rt, ref, y)
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_bridge_copies_catalog_layer_exactly(name):
+    model, x = _build(name)
+    rebuilt = to_tf_keras(model)
+    for a, b in zip(model.get_weights(), rebuilt.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # identical weights; the two Keras versions may order float32 ops differently (observed 0 to ~1e-7)
+    np.testing.assert_allclose(np.asarray(model(x)), rebuilt(x).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "dense", "separable", "add"])  # tfmot never prunes depthwise
+def test_qat_and_pruning_on_catalog_layers(tmp_path, name):
+    model, x = _build(name)
+    ref = np.asarray(model(x))
+    y_train = np.zeros(len(x), np.int64)  # unused by the loss below: targets are the model's own outputs
+    model_out = ref.reshape(len(x), -1)
+    # fine-tune towards the model's own outputs with MSE so the function should stay put
+    from edgeport.convert import exporters as ex
+
+    orig = ex._fine_tune
+
+    def distill(job, m, opts, callbacks=()):
+        import tf_keras
+
+        m.compile(tf_keras.optimizers.Adam(1e-4), loss="mse")
+        m.fit(x, ref, epochs=1, batch_size=16, verbose=0, callbacks=list(callbacks))
+        return m
+
+    ex._fine_tune = distill
+    try:
+        (tmp_path / "q").mkdir()
+        qat, _ = _export(tmp_path / "q", model, x, Recipe.TFLITE_INT8_QAT, (x, y_train))
+        pruned, extra = _export(tmp_path, model, x, Recipe.TFLITE_INT8_PRUNED, (x, y_train))
+    finally:
+        ex._fine_tune = orig
+    span = float(ref.max() - ref.min())
+    # QAT learns its own ranges in one epoch: within 3% of the output range of the float model
+    assert np.abs(qat.predict(x) - ref).max() <= 3e-2 * span
+    assert qat.inputs[0].dtype == "int8" and qat.outputs[0].dtype == "int8"
+    # 75% of the weights are zeroed, so the function changes; it must still be recognisably the same layer
+    # (correlation > 0.5) and the reported sparsity must be the target (within the schedule's rounding)
+    assert 0.70 <= extra["sparsity"] <= 0.80
+    corr = np.corrcoef(pruned.predict(x).ravel(), model_out.ravel())[0, 1]
+    assert corr > 0.5
+
+
+def test_bridge_refuses_unknown_layer_naming_it_and_what_still_works():
+    inp = keras.Input((8, 4))
+    model = keras.Model(inp, L.LSTM(3, name="my_lstm")(inp))
+    with pytest.raises(BridgeError, match=r"layer 'my_lstm' \(LSTM\).*Recipes that still work: tflite-fp32"):
+        to_tf_keras(model)
+
+
+def test_int8_predict_equals_tflite_own_quantize_kernels(tmp_path):
+    """edgeport-runtime quantizes/dequantizes in numpy; TFLite's QUANTIZE/DEQUANTIZE kernels must agree exactly.
+
+    The same calibrated graph is converted twice: with int8 I/O (the runtime quantizes) and with float I/O
+    (the converter inserts TFLite's own QUANTIZE/DEQUANTIZE ops). Outputs must be bit-identical.
+    """
+    tf = tfenv.import_tf()
+    model, x = _build("conv2d")
+    x = np.concatenate([x, x * 3])  # values beyond the calibrated range exercise clamping
+    rt, _ = _export(tmp_path, model, x[:64], Recipe.TFLITE_INT8)
+    d = tmp_path / "sm"
+    model.export(str(d), format="tf_saved_model", verbose=False)
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(d))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(64))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    (tmp_path / "float_io.tflite").write_bytes(conv.convert())
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(tmp_path / "float_io.tflite"), num_threads=1)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    it.resize_tensor_input(inp["index"], x.shape)
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    np.testing.assert_array_equal(rt.predict(x), it.get_tensor(out["index"]))
