@@ -81,6 +81,14 @@ def to_tf_keras(model):
 
     if not model.inputs or len(model.inputs) != 1:
         raise BridgeError("the bridge needs a built model with exactly one input.")
+    if isinstance(model, keras.Sequential):  # linear by definition: no graph walk needed
+        x = inp = tfk.Input(shape=tuple(model.inputs[0].shape[1:]), name="input")
+        pairs = []
+        for layer in model.layers:
+            new = _tf_layer(tfk, layer)
+            x = new(x)
+            pairs.append((layer, new))
+        return _copy_weights(tfk.Model(inp, x, name=model.name), pairs)
     tensors: Dict[int, object] = {}
     src_in = model.inputs[0]
     tensors[id(src_in)] = tfk.Input(shape=tuple(src_in.shape[1:]), name="input")
@@ -88,12 +96,14 @@ def to_tf_keras(model):
     for layer in model.layers:
         if type(layer).__name__ == "InputLayer":
             continue
-        node = next((n for n in layer._inbound_nodes
-                     if all(id(t) in tensors for t in keras.tree.flatten(n.input_tensors))), None)
-        if node is None:
-            raise _refuse(layer, "its inputs come from outside the model graph (shared or nested layer)")
-        if len(layer._inbound_nodes) > 1:
-            raise _refuse(layer, "it is shared (called more than once)")
+        # Nodes from earlier builds (e.g. a Sequential's) reference other tensors; only nodes fed by this graph count.
+        nodes = [n for n in layer._inbound_nodes
+                 if all(id(t) in tensors for t in keras.tree.flatten(n.input_tensors))]
+        if not nodes:
+            raise _refuse(layer, "its inputs come from outside the model graph (a nested model?)")
+        if len(nodes) > 1:
+            raise _refuse(layer, "it is shared (called more than once in the graph)")
+        node = nodes[0]
         new = _tf_layer(tfk, layer)
         args = node.arguments.args
         mapped = keras.tree.map_structure(lambda t: tensors[id(t)] if id(t) in tensors else t, args[0])
@@ -107,6 +117,10 @@ def to_tf_keras(model):
     if missing:
         raise BridgeError(f"the bridge could not reach the model output {missing[0].name}; unsupported graph.")
     rebuilt = tfk.Model(tensors[id(src_in)], [tensors[id(t)] for t in model.outputs][0], name=model.name)
+    return _copy_weights(rebuilt, pairs)
+
+
+def _copy_weights(rebuilt, pairs):
     for src, new in pairs:
         w = src.get_weights()
         if w:

@@ -39,12 +39,14 @@ def _convert(converter, recipe: Recipe) -> bytes:
             return converter.convert()
     except Exception as e:  # the converter raises ConverterError / ValueError / RuntimeError with MLIR text
         text = str(e)
-        ops = sorted(set(re.findall(r"'(tfl?\.[A-Za-z0-9_]+)'", text)))
-        what = f" (ops: {', '.join(ops)})" if ops else ""
-        first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), text.splitlines()[0] if text
-                     else type(e).__name__)
-        raise ConversionError(f"{recipe.value}: the TFLite converter failed{what}: {first[:300]}. Recipes that "
-                              f"do not need full-int8 kernels still work: {_still_work()}.") from None
+        ops = sorted(set(re.findall(r"'(tfl?\.[A-Za-z0-9_]+)'", text)) | set(re.findall(r"\b(tf\.[A-Z][A-Za-z0-9]+)", text)))
+        if ops:
+            why = f"it cannot lower op(s) {', '.join(ops)} to TFLite builtin kernels"
+        else:
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            why = (next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else type(e).__name__))[:300]
+        raise ConversionError(f"{recipe.value}: the TFLite converter failed: {why}. Recipes that do not need "
+                              f"full-int8 kernels may still work: {_still_work()}.") from None
 
 
 def _tflite_converter(fn_model, spec: RecipeSpec, calib: np.ndarray, saved_model: str = None):

@@ -120,7 +120,8 @@ def _load_keras(path: Path, unsafe: bool):
         if "safe_mode" in msg or "lambda" in msg.lower():
             raise ModelLoadError(f"{path}: the model contains code (a Lambda layer or custom object) and safe mode "
                                  "is on; pass --unsafe-load only if you trust this file.") from None
-        raise ModelLoadError(f"{path}: Keras cannot load it ({msg.splitlines()[0][:300]}).") from None
+        raise ModelLoadError(f"{path}: Keras cannot load it ({msg.splitlines()[0][:300]}); the file is corrupt or "
+                             "truncated, or was saved by an incompatible Keras version.") from None
     except (OSError, KeyError, TypeError, EOFError) as e:  # zip errors, truncated archives
         raise ModelLoadError(f"{path}: cannot read the .keras file ({type(e).__name__}: {str(e)[:200]}); "
                              "it is corrupt or truncated.") from None

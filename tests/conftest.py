@@ -36,3 +36,25 @@ def make_npz(path, n=60, shape=(8, 8, 1), classes=3, seed=0, **overrides):
     arrays.update(overrides)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A short real training run of the default model on digits (shared by convert/parity tests)."""
+    from edgeport.cli import main
+
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    code = main(["train", "--epochs", "12", "--quiet", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_bundle(trained_run):
+    """Every recipe converted from ``trained_run`` through the real CLI (child processes)."""
+    from edgeport.cli import main
+
+    out = trained_run.parent / "bundle"
+    code = main(["convert", str(trained_run / "model.keras"), "--out", str(out), "--jobs", "2"])
+    assert code == 0
+    return out

@@ -1,0 +1,179 @@
+"""`edgeport convert` end to end through the CLI: every recipe, legacy inputs, and every bad-input case."""
+import json
+
+import numpy as np
+import pytest
+
+import edgeport_runtime as er
+from edgeport.convert.recipes import RECIPES
+
+
+def test_convert_writes_every_recipe_and_a_complete_manifest(full_bundle):
+    man = er.read_manifest(full_bundle)
+    assert [a.recipe for a in man.artifacts] == [r.value for r in RECIPES]
+    for a in man.artifacts:
+        assert (full_bundle / a.path).is_file() and a.bytes == (full_bundle / a.path).stat().st_size
+        assert a.gzip_bytes and len(a.sha256) == 64 and a.inputs[0].shape == [None, 8, 8, 1]
+    int8 = man.artifact("tflite-int8")
+    assert int8.inputs[0].dtype == "int8" and int8.inputs[0].scale > 0 and int8.quantization == "int8"
+    assert man.calibration["count"] == 300 and "training split" in man.calibration["source"]
+    assert man.labels == [str(i) for i in range(10)] and man.preprocessing["input_scale"] == 1 / 16
+    assert man.source["sha256"] and man.toolchain["tensorflow-cpu"] == "2.21.0"
+    assert 0.70 <= man.artifact("tflite-int8-pruned").sparsity <= 0.80
+    assert man.default_artifact == "tflite-int8"
+    assert not [p for p in full_bundle.parent.iterdir() if p.name.endswith(".partial")]
+
+
+def test_int8_is_under_30_percent_and_pruned_gzip_shrinks(full_bundle):
+    man = er.read_manifest(full_bundle)
+    fp32 = man.artifact("tflite-fp32").bytes
+    assert man.artifact("tflite-int8").bytes <= 0.30 * fp32
+    pruned = man.artifact("tflite-int8-pruned")
+    # the raw file does not shrink (no EXPERIMENTAL_SPARSITY), the gzip size does
+    assert pruned.gzip_bytes < 0.6 * man.artifact("tflite-int8").gzip_bytes
+
+
+def test_stored_check_outputs_reproduce_through_runtime(full_bundle):
+    x = np.load(full_bundle / "check_inputs.npy")
+    for a in er.read_manifest(full_bundle).artifacts:
+        got = er.load(full_bundle, artifact=a.name).predict(x)
+        np.testing.assert_array_equal(got, np.load(full_bundle / a.check_outputs))
+
+
+def test_int8_runtime_equals_bare_litert_invoke(full_bundle):
+    """The runtime's predict == the toolkit driving ai-edge-litert by hand on the same int8 artifact."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = np.load(full_bundle.parent / "run" / "test.npz")["x_test"][:50]
+    it = Interpreter(model_path=str(full_bundle / "tflite-int8.tflite"), num_threads=1)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    s, zp = inp["quantization"]
+    q = np.clip(np.rint(x * (np.float32(1) / np.float32(s))) + zp, -128, 127).astype(np.int8)
+    it.resize_tensor_input(inp["index"], q.shape)
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], q)
+    it.invoke()
+    raw = it.get_tensor(out["index"])
+    m = er.load(full_bundle, artifact="tflite-int8", num_threads=1)
+    np.testing.assert_array_equal(m.predict_raw(q), raw)
+    os_, ozp = out["quantization"]
+    np.testing.assert_array_equal(m.predict(x), (raw.astype(np.float32) - ozp) * np.float32(os_))
+
+
+def test_inspect_shows_ops_and_params(full_bundle, cli):
+    code, out, _ = cli("inspect", full_bundle / "tflite-int8.tflite")
+    assert code == 0 and "CONV_2D" in out and "int8" in out and "parameters" in out
+    code, out, _ = cli("inspect", full_bundle / "onnx-int8.onnx", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["format"] == "onnx" and "QuantizeLinear" in info["ops"]
+
+
+def test_legacy_h5_from_tf_keras_converts(tmp_path, cli):
+    import tf_keras as tfk
+
+    tfk.utils.set_random_seed(0)
+    m = tfk.Sequential([tfk.layers.Input((8, 8, 1)), tfk.layers.DepthwiseConv2D(3, padding="same"),
+                        tfk.layers.Conv2D(8, 3), tfk.layers.ReLU(), tfk.layers.Flatten(),
+                        tfk.layers.Dense(10, activation="softmax")])
+    m.save(tmp_path / "legacy.h5")
+    code, out, err = cli("convert", tmp_path / "legacy.h5", "--data", "digits", "--out", tmp_path / "b",
+                         "--recipes", "tflite-int8,onnx-fp32,tflite-int8-qat", "--calibration", "64")
+    assert code == 0, err
+    man = er.read_manifest(tmp_path / "b")
+    x = np.load(tmp_path / "b" / "check_inputs.npy")
+    ref = m.predict(x, verbose=0)
+    # float32 ONNX of the same graph: 1e-4 (the fp32 gate)
+    np.testing.assert_allclose(er.load(tmp_path / "b", artifact="onnx-fp32").predict(x), ref, atol=1e-4)
+    assert man.source["kind"] in ("keras", "tf_keras")
+
+
+def test_savedmodel_without_keras_metadata_converts(tmp_path, cli):
+    import tensorflow as tf
+
+    w = tf.Variable(np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32))
+
+    class Plain(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name="pixels")])
+        def serve(self, x):
+            return {"probs": tf.nn.softmax(tf.reshape(x, [-1, 64]) @ w)}
+
+    mod = Plain()
+    mod.w = w
+    tf.saved_model.save(mod, str(tmp_path / "sm"), signatures={"serving_default": mod.serve})
+    assert not (tmp_path / "sm" / "keras_metadata.pb").exists()
+    code, _, err = cli("convert", tmp_path / "sm", "--data", "digits", "--out", tmp_path / "b",
+                       "--recipes", "tflite-int8,onnx-fp32")
+    assert code == 0, err
+    x = np.load(tmp_path / "b" / "check_inputs.npy")
+    ref = tf.nn.softmax(x.reshape(-1, 64) @ w.numpy()).numpy()
+    np.testing.assert_allclose(er.load(tmp_path / "b", artifact="onnx-fp32").predict(x), ref, atol=1e-4)
+    # a SavedModel has no Keras layers: the bridge recipes are refused with the ones that work
+    code, _, err = cli("convert", tmp_path / "sm", "--data", "digits", "--out", tmp_path / "c",
+                       "--recipes", "tflite-int8-qat")
+    assert code == 2 and "cannot be pruned or fine-tuned" in err and "tflite-int8" in err
+
+
+def test_unknown_recipe_hint(tmp_path, cli, trained_run):
+    code, _, err = cli("convert", trained_run / "model.keras", "--out", tmp_path / "b", "--recipes", "tflite-int9")
+    assert code == 2 and "Did you mean 'tflite-int8'" in err and not (tmp_path / "b").exists()
+
+
+def test_unknown_recipe_option_rejected(tmp_path, cli, trained_run):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[convert]\nrecipes = ["tflite-int8-pruned"]\n[convert.options.tflite-int8-pruned]\nsparsty = 0.8\n')
+    code, _, err = cli("convert", trained_run / "model.keras", "--out", tmp_path / "b", "--config", cfg)
+    assert code == 2 and "Did you mean 'sparsity'" in err
+
+
+def test_truncated_model_file(tmp_path, cli, trained_run):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes((trained_run / "model.keras").read_bytes()[:5000])
+    code, _, err = cli("convert", bad, "--data", str(trained_run), "--out", tmp_path / "b", "--recipes",
+                       "tflite-fp32")
+    assert code == 2 and "corrupt or truncated" in err and not (tmp_path / "b").exists()
+
+
+def test_calibration_shape_mismatch(tmp_path, cli, trained_run):
+    code, _, err = cli("convert", trained_run / "model.keras", "--data", "mnist", "--out", tmp_path / "b",
+                       "--recipes", "tflite-int8")
+    assert code == 2 and "calibration data has samples of shape (28, 28, 1)" in err and "(8, 8, 1)" in err
+
+
+def test_multi_input_model_refused_clearly(tmp_path, cli):
+    import keras
+
+    a, b = keras.Input((4,)), keras.Input((4,))
+    keras.Model([a, b], keras.layers.Add()([a, b])).save(tmp_path / "two.keras")
+    code, _, err = cli("convert", tmp_path / "two.keras", "--data", "digits", "--out", tmp_path / "o",
+                       "--recipes", "tflite-fp32")
+    assert code == 2 and "2 inputs and 1 outputs" in err and "not supported" in err
+
+
+def test_h5_lambda_refused_in_safe_mode(tmp_path, cli):
+    import tf_keras as tfk
+
+    m = tfk.Sequential([tfk.layers.Input((8, 8, 1)), tfk.layers.Lambda(lambda t: t * 2), tfk.layers.Flatten(),
+                        tfk.layers.Dense(10)])
+    m.save(tmp_path / "code.h5")
+    code, _, err = cli("convert", tmp_path / "code.h5", "--data", "digits", "--out", tmp_path / "o",
+                       "--recipes", "tflite-fp32")
+    assert code == 2 and "Python code" in err and "--unsafe-load" in err
+
+
+def test_unquantizable_op_named_with_recipes_that_work(tmp_path, cli):
+    import keras
+
+    inp = keras.Input((8, 8))
+    keras.Model(inp, keras.layers.Dense(10)(keras.layers.GRU(4)(inp))).save(tmp_path / "gru.keras")
+    np.savez(tmp_path / "d.npz", x_train=np.random.default_rng(0).random((40, 8, 8), dtype=np.float32),
+             y_train=np.arange(40) % 2)
+    code, _, err = cli("convert", tmp_path / "gru.keras", "--data", tmp_path / "d.npz", "--out", tmp_path / "o",
+                       "--recipes", "tflite-int8")
+    assert code == 2 and "tf.TensorListReserve" in err and "tflite-fp32" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_out_refused(tmp_path, cli, trained_run):
+    (tmp_path / "b").mkdir()
+    code, _, err = cli("convert", trained_run / "model.keras", "--out", tmp_path / "b")
+    assert code == 2 and "--force" in err
