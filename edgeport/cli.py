@@ -23,6 +23,9 @@ COMMANDS = {
     "datasets": ("edgeport.train.cli", "list the built-in datasets"),
     "convert": ("edgeport.convert.cli", "quantize/prune/export a Keras model to a TFLite/ONNX bundle"),
     "inspect": ("edgeport.convert.cli", "show ops, dtypes, parameters and size of a .tflite or .onnx file"),
+    "parity": ("edgeport.convert.quality_cli", "check every artifact against the Keras model (exit 1 on failure)"),
+    "bench": ("edgeport.convert.quality_cli", "measure size, cold start, latency, throughput, RSS per artifact"),
+    "report": ("edgeport.convert.quality_cli", "write report.md/json/png: one row per artifact"),
 }
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2

@@ -1,0 +1,137 @@
+"""`edgeport report`: one row per artifact (size, metric, agreement, latency, RSS, gate) as .md, .json and .png.
+
+report.json is a stable interface. Top level: ``keras`` {``accuracy`` (or ``reconstruction_mse``), ``params``,
+``macs``, ``latency_ms_p50``}, ``artifacts`` [{``name, format, recipe, bytes, gzip_bytes, accuracy,
+accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys], ``passed``.
+For autoencoders ``accuracy`` holds the reconstruction MSE and ``metric`` says so.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+from edgeport_runtime.errors import UsageError
+from edgeport_runtime.manifest import atomic_write_text, read_manifest
+
+REPORT_KEYS = ("name", "format", "recipe", "bytes", "gzip_bytes", "accuracy", "accuracy_delta_pp", "agreement",
+               "max_abs_diff", "latency_ms_p50", "rss_mb", "gate")
+
+
+def _load(bdir: Path, name: str, hint: str) -> Dict[str, Any]:
+    p = bdir / name
+    if not p.is_file():
+        raise UsageError(f"{bdir}: no {name}; run `{hint}` first (or `make report`).")
+    return json.loads(p.read_text())
+
+
+def build_report(bundle: str) -> Dict[str, Any]:
+    """Merge the manifest, parity.json, bench.json and the run's train.json into the report dict."""
+    bdir = Path(bundle)
+    man = read_manifest(bdir)
+    par = _load(bdir, "parity.json", f"edgeport parity {bundle}")
+    ben = _load(bdir, "bench.json", f"edgeport bench {bundle}")
+    train = {}
+    run_dir = man.source.get("run_dir")
+    if run_dir and (Path(run_dir) / "train.json").is_file():
+        train = json.loads((Path(run_dir) / "train.json").read_text())
+    keras_lat = (ben.get("keras") or {}).get("latency_ms", {}).get("p50")
+    metric = par["keras"]["metric"]
+    keras = {metric: par["keras"]["value"], "metric": metric, "params": train.get("params"),
+             "macs": train.get("macs"), "latency_ms_p50": keras_lat,
+             "rss_mb": (ben.get("keras") or {}).get("peak_rss_mb"),
+             "cold_start_s": (ben.get("keras") or {}).get("cold_start_s")}
+    if metric != "accuracy":
+        keras["accuracy"] = par["keras"]["value"]
+    bench_rows = {r["name"]: r for r in ben["artifacts"]}
+    rows: List[Dict[str, Any]] = []
+    for art in man.artifacts:
+        pars = [p for p in par["artifacts"] if p["name"] == art.name]
+        b = bench_rows.get(art.name, {})
+        main = next((p for p in pars if p["backend"] == b.get("backend")), pars[0] if pars else None)
+        lat = b.get("latency_ms_p50")
+        rows.append({
+            "name": art.name, "format": art.format, "recipe": art.recipe, "bytes": art.bytes,
+            "gzip_bytes": art.gzip_bytes, "accuracy": main["value"] if main else None,
+            "accuracy_delta_pp": main["delta_pp"] if main else None,
+            "agreement": main["agreement"] if main else None,
+            "max_abs_diff": main["max_abs_diff"] if main else None, "latency_ms_p50": lat,
+            "rss_mb": b.get("rss_mb"),
+            "gate": "pass" if pars and all(p["passed"] for p in pars) else ("FAIL" if pars else "not run"),
+            "metric": metric, "backend": b.get("backend"), "sparsity": art.sparsity,
+            "latency_ms_p90": b.get("latency_ms_p90"), "latency_ms_p50_all_cores": b.get("latency_ms_p50_all_cores"),
+            "throughput_batch32_per_s": b.get("throughput_batch32_per_s"), "cold_start_s": b.get("cold_start_s"),
+            "speedup_vs_keras": round(keras_lat / lat, 1) if keras_lat and lat else None,
+            "failures": [f"[{p['backend']}] {f}" for p in pars for f in p["failures"]],
+            "backends": {p["backend"]: {"value": p["value"], "passed": p["passed"]} for p in pars},
+        })
+    return {"bundle": str(bdir), "task": man.task, "test_samples": par["samples"], "keras": keras,
+            "artifacts": rows, "passed": all(r["gate"] == "pass" for r in rows), "cores": ben.get("cores"),
+            "toolchain": man.toolchain}
+
+
+def _fmt(v, spec, missing="-"):
+    return missing if v is None else format(v, spec)
+
+
+def table(rep: Dict[str, Any]) -> str:
+    """The report as a Markdown table (also printed at the end of `make`)."""
+    k = rep["keras"]
+    metric = k["metric"]
+    acc_spec = ".4f" if metric == "accuracy" else ".5g"
+    lines = [f"| artifact | format | size | gzip | {metric} | delta pp | agreement | p50 ms | speedup vs Keras "
+             "| RSS MiB | gate |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines.append(f"| keras (reference) | keras | - | - | {_fmt(k[metric], acc_spec)} | - | - | "
+                 f"{_fmt(k['latency_ms_p50'], '.3f')} | 1.0x | {_fmt(k.get('rss_mb'), '.0f')} | - |")
+    for r in rep["artifacts"]:
+        lines.append(
+            f"| {r['name']} | {r['format']} | {r['bytes'] / 1024:.1f} KiB | {r['gzip_bytes'] / 1024:.1f} KiB | "
+            f"{_fmt(r['accuracy'], acc_spec)} | {_fmt(r['accuracy_delta_pp'], '+.2f')} | "
+            f"{_fmt(r['agreement'], '.2%')} | {_fmt(r['latency_ms_p50'], '.4f')} | "
+            f"{_fmt(r['speedup_vs_keras'], '.0f')}x | {_fmt(r['rss_mb'], '.0f')} | {r['gate']} |")
+    return "\n".join(lines)
+
+
+def _plot(rep: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = rep["keras"]["metric"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "bytes", "size (KiB)"), (axes[1], "latency_ms_p50", "p50 latency (ms), 1 thread")):
+        for r in rep["artifacts"]:
+            if r[key] is None or r["accuracy"] is None:
+                continue
+            v = r[key] / 1024 if key == "bytes" else r[key]
+            ax.scatter(v, r["accuracy"], c="tab:green" if r["gate"] == "pass" else "tab:red")
+            ax.annotate(r["name"], (v, r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(rep["keras"][metric], color="grey", ls="--", lw=1, label="Keras float")
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{Path(rep['bundle']).name}: {metric} vs size and latency (green: gate passed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(bundle: str) -> Dict[str, Any]:
+    """Write report.json, report.md and report.png into the bundle; return the report dict."""
+    rep = build_report(bundle)
+    bdir = Path(bundle)
+    atomic_write_text(bdir / "report.json", json.dumps(rep, indent=2) + "\n")
+    md = [f"# edgeport report: {bdir}", "", f"Task {rep['task']}, {rep['test_samples']} held-out test samples, "
+          f"latency at batch 1 with 1 thread on {rep['cores']} cores. Gates: "
+          f"{'all passed' if rep['passed'] else 'FAILED'}.", "", table(rep), ""]
+    for r in rep["artifacts"]:
+        for f in r["failures"]:
+            md.append(f"- {r['name']}: {f}")
+    md.append("")
+    atomic_write_text(bdir / "report.md", "\n".join(md))
+    tmp_png = bdir / ".report.png.tmp.png"
+    _plot(rep, tmp_png)
+    tmp_png.replace(bdir / "report.png")
+    return rep
