@@ -14,7 +14,7 @@ MODEL ?= tiny_cnn
 OUT ?= runs/$(DATASET)-$(MODEL)
 TRAIN_ARGS ?=
 
-.PHONY: all run train test test-runtime test-slow bench-train dist venv clean help
+.PHONY: all run train convert parity bench report test test-runtime test-slow benchmarks dist venv clean help
 
 all: run
 
@@ -44,15 +44,33 @@ $(RSTAMP): requirements/runtime-test.txt runtime/pyproject.toml
 	$(RVENV)/bin/pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e runtime
 	touch $@
 
-run: $(OUT)/train.json
-	@$(BIN)/python -c "import json,sys; r=json.load(open('$(OUT)/train.json')); \
-	print(f\"{r['model']} on {r['dataset']}: test accuracy {r.get('test_accuracy', float('nan')):.4f}, \
-	{r['params']:,} params, {r['macs']:,} MACs, {r['epochs_run']} epochs, fit {r['fit_seconds']} s\")"
+BUNDLE := $(OUT)/bundle
+CONVERT_ARGS ?= --jobs 2
+
+# The main job: train -> convert (all recipes) -> parity -> bench -> report, each rebuilt only when out of date.
+run: $(BUNDLE)/report.md
+	@cat $(BUNDLE)/report.md
 
 train: $(OUT)/train.json
+convert: $(BUNDLE)/manifest.json
+parity: $(BUNDLE)/parity.json
+bench: $(BUNDLE)/bench.json
+report: $(BUNDLE)/report.md
 
 $(OUT)/train.json: $(STAMP)
 	$(BIN)/edgeport train --dataset $(DATASET) --model $(MODEL) --out $(OUT) --force $(TRAIN_ARGS)
+
+$(BUNDLE)/manifest.json: $(OUT)/train.json
+	$(BIN)/edgeport convert $(OUT)/model.keras --out $(BUNDLE) --force $(CONVERT_ARGS)
+
+$(BUNDLE)/parity.json: $(BUNDLE)/manifest.json
+	$(BIN)/edgeport parity $(BUNDLE)
+
+$(BUNDLE)/bench.json: $(BUNDLE)/parity.json
+	$(BIN)/edgeport bench $(BUNDLE)
+
+$(BUNDLE)/report.md: $(BUNDLE)/parity.json $(BUNDLE)/bench.json
+	$(BIN)/edgeport report $(BUNDLE) > /dev/null
 
 test: $(STAMP) $(RSTAMP)
 	$(BIN)/python -m pytest -q tests

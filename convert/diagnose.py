@@ -20,9 +20,11 @@ _SKIP = {"QUANTIZE", "DEQUANTIZE"}
 
 
 def _run_all(path: Path, x: np.ndarray):
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True)
+    # Without the default XNNPACK delegate: it fuses ops into DELEGATE nodes and hides the per-layer tensors.
+    it = Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     inp = it.get_input_details()[0]
     it.resize_tensor_input(inp["index"], x.shape)
     it.allocate_tensors()

@@ -197,12 +197,12 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
         for p in results:
             if p.failures and RECIPES[Recipe(p.recipe)].quantization == "int8" and p.recipe.startswith("tflite"):
                 p.diagnosis = diagnose_int8(bdir, man, man.artifact(p.name), d, x)
-    if write:
-        atomic_write_text(bdir / "parity.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    if write:  # manifest first, parity.json last: make sees parity.json as newer than the manifest
         for art in man.artifacts:
             mine = [p for p in results if p.name == art.name]
             art.parity = {p.backend: {"passed": p.passed, "metric": p.metric, "value": p.value,
                                       "delta_pp": p.delta_pp, "agreement": p.agreement,
                                       "max_abs_diff": p.max_abs_diff} for p in mine}
         write_manifest(bdir, man)
+        atomic_write_text(bdir / "parity.json", json.dumps(report.to_dict(), indent=2) + "\n")
     return report
