@@ -37,6 +37,7 @@ class TFLiteSession:
         self.dynamic_batch = all(len(d.get("shape_signature", [])) and d["shape_signature"][0] == -1
                                  for d in self._in)
         self._batch = None
+        self._in0 = self._in[0]["index"]
 
     def _resize(self, n: int) -> None:
         if n == self._batch:
@@ -50,6 +51,10 @@ class TFLiteSession:
     def run(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
         """Run one batch (arrays already in the model's input dtypes); return output arrays (copies)."""
         n = len(arrays[0])
+        if n == self._batch and len(arrays) == 1:  # hot path: same batch size as the last call
+            self._it.set_tensor(self._in0, arrays[0])
+            self._it.invoke()
+            return [self._it.get_tensor(d["index"]) for d in self._out]
         if not self.dynamic_batch and n != 1:
             parts = [self.run([a[i:i + 1] for a in arrays]) for i in range(n)]
             return [np.concatenate([p[j] for p in parts]) for j in range(len(self._out))]
@@ -57,7 +62,7 @@ class TFLiteSession:
         for d, a in zip(self._in, arrays):
             self._it.set_tensor(d["index"], a)
         self._it.invoke()
-        return [self._it.get_tensor(d["index"]).copy() for d in self._out]
+        return [self._it.get_tensor(d["index"]) for d in self._out]  # get_tensor returns a copy
 
     @property
     def interpreter(self):
