@@ -83,7 +83,7 @@ RECIPES: Dict[Recipe, RecipeSpec] = {r.recipe: r for r in [
     # samples by design, it is a different model after fine-tuning).
     RecipeSpec(Recipe.TFLITE_INT8_PRUNED, "tflite", "int8", "export_pruned",
                Gate(max_drop_pp=1.5, min_agreement=0.95),
-               options={"sparsity": 0.75, "pqat": False, **_FINE_TUNE, "epochs": 4, "lr": 5e-4},
+               options={"sparsity": 0.75, "pqat": False, **_FINE_TUNE, "epochs": 8, "lr": 5e-4},
                calibrated=True, bridge=True, description="magnitude pruning + int8 (gzip size shrinks)"),
     RecipeSpec(Recipe.ONNX_FP32, "onnx", "float32", "export_onnx_fp32",
                Gate(max_drop_pp=0.0, min_agreement=1.0, max_abs_diff=1e-4), suffix=".onnx",
