@@ -36,7 +36,7 @@ def _representative(x: np.ndarray):
 def _convert(converter, recipe: Recipe) -> bytes:
     try:
         with tfenv.silenced((1, 2)):
-            return converter.convert()
+            data = converter.convert()
     except Exception as e:  # the converter raises ConverterError / ValueError / RuntimeError with MLIR text
         text = str(e)
         ops = sorted(set(re.findall(r"'(tfl?\.[A-Za-z0-9_]+)'", text)) | set(re.findall(r"\b(tf\.[A-Z][A-Za-z0-9]+)", text)))
@@ -47,6 +47,26 @@ def _convert(converter, recipe: Recipe) -> bytes:
             why = (next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else type(e).__name__))[:300]
         raise ConversionError(f"{recipe.value}: the TFLite converter failed: {why}. Recipes that do not need "
                               f"full-int8 kernels may still work: {_still_work()}.") from None
+    return compact_names(data)
+
+
+def compact_names(data: bytes) -> bytes:
+    """Shorten the converter's fused tensor names ("a;b;c;...") to their first part and drop the description.
+
+    The converter names each fused tensor after every op folded into it; on ResNet-8 that is ~4 KB of strings,
+    enough to push the int8 file from 29.6% to 30.3% of float32. The first part still names the Keras layer
+    (what the parity diagnosis reports); input/output tensors and signatures are untouched.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    model.description = None
+    for sg in model.subgraphs:
+        io = set(sg.inputs) | set(sg.outputs)
+        for i, t in enumerate(sg.tensors):
+            if i not in io and t.name and b";" in t.name:
+                t.name = t.name.split(b";")[0]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _tflite_converter(fn_model, spec: RecipeSpec, calib: np.ndarray, saved_model: str = None):
