@@ -22,7 +22,9 @@ help:
 	@echo "make            train the default model on the default dataset and print its results"
 	@echo "make test       run the tests (toolkit + TF-free runtime environment)"
 	@echo "make train      DATASET=digits MODEL=tiny_cnn OUT=runs/... TRAIN_ARGS='--epochs 5'"
-	@echo "make test-slow  long end-to-end tests;  make bench-train  training benchmark"
+	@echo "make convert|parity|bench|report   one stage (DATASET=, MODEL=, OUT= as for train)"
+	@echo "make benchmarks training and runtime benchmarks (numbers in the README)"
+	@echo "make test-slow  long end-to-end tests"
 	@echo "make dist       build the edgeport-runtime wheel into dist/"
 
 venv: $(STAMP)
@@ -82,8 +84,10 @@ test-runtime: $(RSTAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
 
-bench-train: $(STAMP)
-	$(BIN)/python benchmarks/bench_train.py
+# Benchmarks print numbers (they are not tests): training time/accuracy, runtime cold start, overhead, bit-exactness.
+benchmarks: $(BUNDLE)/manifest.json
+	$(BIN)/python benchmarks/bench_train.py digits:tiny_cnn mnist:resnet8 waveforms:conv1d
+	$(BIN)/python benchmarks/bench_runtime.py $(BUNDLE)
 
 dist: $(STAMP)
 	rm -rf dist/edgeport_runtime-*.whl
