@@ -2,7 +2,8 @@
 
 report.json is a stable interface. Top level: ``keras`` {``accuracy`` (or ``reconstruction_mse``), ``params``,
 ``macs``, ``latency_ms_p50``}, ``artifacts`` [{``name, format, recipe, bytes, gzip_bytes, accuracy,
-accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys], ``passed``.
+accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys], ``passed``,
+``devices`` [{``profile, host, release, artifact, backend, threads, latency_ms_p50, cold_start_s, rss_mb, smoke``}].
 For autoencoders ``accuracy`` holds the reconstruction MSE and ``metric`` says so.
 """
 from __future__ import annotations
@@ -67,7 +68,20 @@ def build_report(bundle: str) -> Dict[str, Any]:
         })
     return {"bundle": str(bdir), "task": man.task, "test_samples": par["samples"], "keras": keras,
             "artifacts": rows, "passed": all(r["gate"] == "pass" for r in rows), "cores": ben.get("cores"),
-            "toolchain": man.toolchain}
+            "devices": device_rows(bdir), "toolchain": man.toolchain}
+
+
+def device_rows(bdir: Path) -> List[Dict[str, Any]]:
+    """One row per device deployed to (BUNDLE/devices/*.json written by `edgeport deploy`)."""
+    rows = []
+    for f in sorted((bdir / "devices").glob("*.json")):
+        d = json.loads(f.read_text())
+        b = d["bench"]
+        rows.append({"profile": d["profile"], "host": d["host"], "release": d["release"], "artifact": b["artifact"],
+                     "backend": b["backend"], "threads": b["threads"], "latency_ms_p50": b["latency_ms"]["p50"],
+                     "cold_start_s": b.get("cold_start_s"), "rss_mb": b.get("cold_start_rss_mb"),
+                     "smoke": "pass" if d["smoke"]["passed"] else "FAIL", "deployed": d["deployed"]})
+    return rows
 
 
 def _fmt(v, spec, missing="-"):
@@ -129,6 +143,13 @@ def write_report(bundle: str) -> Dict[str, Any]:
     for r in rep["artifacts"]:
         for f in r["failures"]:
             md.append(f"- {r['name']}: {f}")
+    if rep["devices"]:
+        md += ["", "## Devices", "", "| device | host | release | artifact | backend | threads | p50 ms | cold start s "
+               "| RSS MiB | smoke parity |", "|---|---|---|---|---|---:|---:|---:|---:|---|"]
+        for d in rep["devices"]:
+            md.append(f"| {d['profile']} | {d['host']} | {d['release']} | {d['artifact']} | {d['backend']} | "
+                      f"{d['threads']} | {d['latency_ms_p50']:.4f} | {_fmt(d['cold_start_s'], '.3f')} | "
+                      f"{_fmt(d['rss_mb'], '.0f')} | {d['smoke']} |")
     md.append("")
     atomic_write_text(bdir / "report.md", "\n".join(md))
     tmp_png = bdir / ".report.png.tmp.png"

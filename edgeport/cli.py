@@ -26,6 +26,10 @@ COMMANDS = {
     "parity": ("edgeport.convert.quality_cli", "check every artifact against the Keras model (exit 1 on failure)"),
     "bench": ("edgeport.convert.quality_cli", "measure size, cold start, latency, throughput, RSS per artifact"),
     "report": ("edgeport.convert.quality_cli", "write report.md/json/png: one row per artifact"),
+    "devices": ("edgeport.devices.cli", "list device profiles and what each can run"),
+    "bundle": ("edgeport.devices.cli", "write an offline device archive: models, manifest, runtime, wheels"),
+    "deploy": ("edgeport.devices.cli", "install a bundle on a device over SSH, check it, switch atomically"),
+    "rollback": ("edgeport.devices.cli", "switch a device back to its previous release"),
 }
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2

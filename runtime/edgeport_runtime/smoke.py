@@ -1,0 +1,82 @@
+"""Smoke parity on a device: every runnable artifact on the bundle's check inputs vs the toolkit's outputs.
+
+The toolkit stored each artifact's outputs on a few held-out inputs (computed on the build machine with
+edgeport-runtime). A device recomputes them with its own interpreter and CPU. Tolerances, per backend:
+- ai-edge-litert and onnxruntime: int8 outputs bit-identical across x86 and ARM (integer kernels; observed on
+  emulated cortex-a53/a72/a76), float outputs within 1e-5 (observed <= 5e-6: other SIMD summation orders).
+- tflite-runtime 2.14: int8 outputs within 4 output steps (its ARM kernels round requantization differently
+  from x86 LiteRT; a few units were observed on larger models), float within 1e-5.
+
+Usage on a device: ``python -m edgeport_runtime.smoke BUNDLE [--json]`` (exit 0 all passed, 1 otherwise).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from . import backends
+from .manifest import read_manifest
+from .model import load
+
+INT8_STEPS = {"litert": 0, "onnxruntime": 0, "tflite-runtime": 4}
+FLOAT_ATOL = 1e-5
+
+
+def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:
+    """Run the check inputs through every artifact an installed backend can run; return per-artifact results."""
+    bdir = Path(bundle)
+    man = read_manifest(bdir)
+    if not man.check.get("inputs"):
+        raise ValueError(f"{bundle}: the bundle has no check inputs; re-run `edgeport convert`.")
+    x = np.load(bdir / man.check["inputs"], allow_pickle=False)
+    installed = backends.installed_backends()
+    rows: List[Dict[str, Any]] = []
+    for art in man.artifacts:
+        usable = [b for b in installed if backends.BACKENDS[b].format == art.format]
+        if not usable or not art.check_outputs:
+            rows.append({"artifact": art.name, "skipped": "no installed backend" if not usable else "no outputs"})
+            continue
+        with load(bdir, backend=usable[0], num_threads=threads, artifact=art.name) as m:
+            y = m.predict(x)
+            out = m.outputs[0]
+        want = np.load(bdir / art.check_outputs, allow_pickle=False)
+        diff = float(np.abs(y - want).max())
+        row = {"artifact": art.name, "backend": usable[0], "max_abs_diff": diff}
+        if out.quantized:
+            steps = diff / out.scale
+            row.update(max_steps=round(steps, 3), tolerance_steps=INT8_STEPS[usable[0]],
+                       passed=steps <= INT8_STEPS[usable[0]] + 1e-6)
+        else:
+            row.update(tolerance=FLOAT_ATOL, passed=diff <= FLOAT_ATOL)
+        rows.append(row)
+    ran = [r for r in rows if "passed" in r]
+    return {"bundle": str(bdir), "artifacts": rows, "passed": bool(ran) and all(r["passed"] for r in ran)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """CLI: print the smoke results; exit 1 if any artifact is outside its tolerance."""
+    p = argparse.ArgumentParser(prog="python -m edgeport_runtime.smoke", description=__doc__.splitlines()[0])
+    p.add_argument("bundle")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    res = smoke(args.bundle, args.threads)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for r in res["artifacts"]:
+            if "skipped" in r:
+                print(f"  - {r['artifact']:<20} skipped ({r['skipped']})")
+            else:
+                print(f"  {'ok' if r['passed'] else 'XX'} {r['artifact']:<20} [{r['backend']}] max |diff| "
+                      f"{r['max_abs_diff']:.3g}")
+    return 0 if res["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
