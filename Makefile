@@ -14,7 +14,7 @@ MODEL ?= tiny_cnn
 OUT ?= runs/$(DATASET)-$(MODEL)
 TRAIN_ARGS ?=
 
-.PHONY: all run train convert parity bench report test test-runtime test-slow benchmarks dist venv clean help
+.PHONY: all run train convert parity bench report test test-runtime test-slow test-arm benchmarks dist venv clean help
 
 all: run
 
@@ -24,7 +24,7 @@ help:
 	@echo "make train      DATASET=digits MODEL=tiny_cnn OUT=runs/... TRAIN_ARGS='--epochs 5'"
 	@echo "make convert|parity|bench|report   one stage (DATASET=, MODEL=, OUT= as for train)"
 	@echo "make benchmarks training and runtime benchmarks (numbers in the README)"
-	@echo "make test-slow  long end-to-end tests"
+	@echo "make test-slow  long end-to-end tests;  make test-arm  emulated arm64/armhf checks (root)"
 	@echo "make dist       build the edgeport-runtime wheel into dist/"
 
 venv: $(STAMP)
@@ -83,6 +83,11 @@ test-runtime: $(RSTAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
+
+# Emulated ARM (qemu-user + Debian chroots; needs root, installs qemu/mmdebstrap with apt, caches root
+# filesystems in ~/.cache/edgeport/rootfs). Fails loudly when emulation cannot be set up.
+test-arm: $(STAMP)
+	$(BIN)/python -m pytest -q -m arm tests
 
 # Benchmarks print numbers (they are not tests): training time/accuracy, runtime cold start, overhead, bit-exactness.
 benchmarks: $(BUNDLE)/manifest.json
