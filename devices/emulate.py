@@ -19,7 +19,6 @@ from typing import Dict, Iterator, List, Optional
 
 from edgeport_runtime.errors import EdgeportError
 
-from ..train.datasets import default_cache_dir
 
 # Debian architecture -> (binfmt handler, packages the root filesystem needs besides minbase)
 ARCHES: Dict[str, Dict[str, object]] = {
@@ -86,11 +85,17 @@ def host_mirror() -> str:
     raise EmulationError("no Debian mirror found in /etc/apt/sources.list(.d); cannot build a root filesystem.")
 
 
+def rootfs_cache() -> Path:
+    """$EDGEPORT_ROOTFS_CACHE, else ~/.cache/edgeport/rootfs: kept across runs (a root filesystem takes minutes)."""
+    env = os.environ.get("EDGEPORT_ROOTFS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "edgeport" / "rootfs"
+
+
 def rootfs_tarball(arch: str) -> Path:
     """A cached Debian root filesystem tarball for ``arch`` (built once with mmdebstrap, ~2-3 min)."""
     spec = ARCHES[arch]
     key = hashlib.sha256(",".join(sorted(spec["include"])).encode()).hexdigest()[:8]  # other packages, other file
-    dest = default_cache_dir() / "rootfs" / f"{SUITE}-{arch}-{key}.tar"
+    dest = rootfs_cache() / f"{SUITE}-{arch}-{key}.tar"
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
