@@ -140,8 +140,9 @@ def run(root: Path, command: str, qemu_cpu: Optional[str] = None, timeout: int =
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
     if qemu_cpu:
         env["QEMU_CPU"] = qemu_cpu
-    out = subprocess.run(["chroot", str(root), "/bin/sh", "-c", command], capture_output=True, text=True, env=env,
-                         timeout=timeout)
+    chroot_bin = shutil.which("chroot") or "/usr/sbin/chroot"  # looked up on the host's PATH, not the chroot's
+    out = subprocess.run([chroot_bin, str(root), "/bin/sh", "-c", command], capture_output=True, text=True,
+                         env=env, timeout=timeout)
     if out.returncode != 0:
         raise EmulationError(f"in the {root.name} chroot ({qemu_cpu or 'default cpu'}): `{command}` exited "
                              f"{out.returncode}: {(out.stderr or out.stdout).strip()[-800:]}")
