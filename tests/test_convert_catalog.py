@@ -196,3 +196,29 @@ def test_int8_predict_equals_tflite_own_quantize_kernels(tmp_path):
     it.set_tensor(inp["index"], x)
     it.invoke()
     np.testing.assert_array_equal(rt.predict(x), it.get_tensor(out["index"]))
+
+
+def test_pruning_preserving_qat_keeps_zeros_in_the_int8_file(tmp_path):
+    """pqat = true: pruned, then QAT with the prune-preserving scheme; the zeros must survive into the .tflite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, x = _build("conv2d")
+    shape = tuple(model.inputs[0].shape[1:])
+    src = Source(Path("catalog"), "keras", model, shape, tuple(model.outputs[0].shape[1:]))
+    job = Job(src, x, x, np.zeros(len(x), np.int64), None, None, "classification", 0)
+    from edgeport.convert import exporters as ex
+
+    orig = ex._fine_tune
+    ex._fine_tune = lambda job, m, opts, callbacks=(): (m.compile("adam", "mse"),  # noqa: E731
+                                                        m.fit(x, np.asarray(model(x)), epochs=1, batch_size=16,
+                                                              verbose=0, callbacks=list(callbacks)), m)[2]
+    try:
+        spec = RECIPES[Recipe.TFLITE_INT8_PRUNED]
+        extra = ex.export_pruned(job, spec, dict(spec.options, pqat=True, epochs=2), tmp_path / "p.tflite")
+    finally:
+        ex._fine_tune = orig
+    assert extra["pqat"] is True and 0.70 <= extra["sparsity"] <= 0.80
+    it = Interpreter(model_path=str(tmp_path / "p.tflite"))
+    conv = next(op for op in it._get_ops_details() if op["op_name"] == "CONV_2D")
+    kernel = it.get_tensor(conv["inputs"][1])
+    assert kernel.dtype == np.int8 and (kernel == 0).mean() >= 0.70  # 75% target, rounded to whole weights
