@@ -215,9 +215,10 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
             default = next((a.name for a in artifacts if a.recipe == Recipe.TFLITE_INT8.value), artifacts[0].name)
             manifest = Manifest(
                 artifacts=artifacts, task=data.task, labels=data.labels, preprocessing=data.preprocessing,
-                source={"path": str(model), "sha256": sha256_file(model) if model.is_file() else None,
+                # absolute paths: parity and bench find the Keras original from any working directory
+                source={"path": str(model.resolve()), "sha256": sha256_file(model) if model.is_file() else None,
                         "kind": info["kind"], "input_shape": info["input_shape"],
-                        "run_dir": str(data.run_dir) if data.run_dir else None},
+                        "run_dir": str(data.run_dir.resolve()) if data.run_dir else None},
                 calibration={"source": f"training split of {data.source}", "count": int(len(calib)),
                              "seed": cfg.seed, "stratified": True},
                 toolchain=_versions(), check={"inputs": "check_inputs.npy", "keras_outputs": "check_keras.npy"},
