@@ -17,7 +17,8 @@ from typing import Dict
 from edgeport_runtime.errors import EdgeportError
 
 # The layers the bridge carries, keyed by Keras 3 class name (tf_keras has the class of the same name).
-# These are the layer types tfmot's default 8-bit QAT and pruning registries know how to handle.
+# tfmot's pruning accepts all of them; its default 8-bit QAT scheme refuses Conv1D and a BatchNormalization that
+# does not follow a convolution (tfmot 0.8.1), and the QAT recipe then names the layer.
 BRIDGE_LAYERS = (
     "InputLayer", "Dense", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization",
     "ReLU", "Activation", "Softmax", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",

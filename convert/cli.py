@@ -15,7 +15,8 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("model", help="a Keras 3 .keras file, a legacy .h5, or a TensorFlow SavedModel directory")
     a("--out", required=True, help="bundle directory to create (model files + manifest.json)")
-    a("--recipes", help=f"comma-separated recipes or 'all' (default all): {', '.join(DEFAULT_RECIPES)}")
+    a("--recipes", help=f"comma-separated recipes or 'all' (default: all that apply to the model; a named recipe "
+                        f"that fails fails the run): {', '.join(DEFAULT_RECIPES)}")
     a("--calibration", type=int, help="representative samples for int8, stratified from training data "
                                       "(default 300)")
     a("--data", help="training run directory, dataset name or path for calibration/fine-tuning (default: the "
@@ -48,6 +49,7 @@ def convert_main(args) -> int:
 
         raise UsageError(f"--jobs must be >= 1, got {jobs}.")
     cfg = ConvertConfig(model=args.model, out=args.out, recipes=parse_recipes(recipes),
+                        explicit=str(recipes).strip() != "all",
                         calibration=int(conf.get("calibration", 300)), data=conf.get("data"),
                         seed=int(conf.get("seed", 0)), options=dict(conf.get("options", {})), jobs=jobs,
                         unsafe=args.unsafe_load, force=args.force, verbose=args.verbose)
@@ -60,6 +62,8 @@ def convert_main(args) -> int:
         rel = f"{a.bytes / fp32:.0%}" if fp32 else "-"
         sp = f"{a.sparsity:.0%}" if a.sparsity is not None else "-"
         print(f"{a.name:<20} {a.bytes:>9,} {a.gzip_bytes:>9,} {rel:>8} {sp:>8}")
+    if man.skipped:
+        print(f"skipped (do not apply to this model, see the warnings above): {', '.join(man.skipped)}")
     print(f"wrote {args.out}/manifest.json in {time.perf_counter() - t0:.1f} s "
           f"(calibration: {man.calibration['count']} samples, {man.calibration['source']})")
     return 0

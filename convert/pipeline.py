@@ -30,6 +30,13 @@ from .recipes import RECIPES, Recipe, recipe_options
 CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
 
 
+def _not_applicable():
+    from .bridge import BridgeError
+    from .exporters import ConversionError
+
+    return (BridgeError, ConversionError)
+
+
 @dataclass
 class ConvertConfig:
     """Everything `edgeport convert` accepts (TOML keys under [convert] are these names)."""
@@ -42,6 +49,7 @@ class ConvertConfig:
     seed: int = 0
     options: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # recipe name -> option overrides
     jobs: int = 1
+    explicit: bool = False  # recipes named by the user: every one must succeed (else "all that apply")
     unsafe: bool = False
     force: bool = False
     verbose: bool = False
@@ -192,26 +200,35 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                     job = dict(base, recipe=r.value, options=opts[r], data=str(work / "data.npz"),
                                out_path=str(tmp / f"{r.value}{spec.suffix}"), task=data.task, seed=cfg.seed)
                     futures[r] = pool.submit(worker.run_recipe, job)
-                results, failures = {}, {}
+                results, failures, failure_types = {}, {}, {}
                 for r, fut in futures.items():
                     try:
                         results[r] = fut.result()
                         progress(f"  {r.value:<20} done")
                     except EdgeportError as e:
-                        failures[r] = str(e)
+                        failures[r], failure_types[r] = str(e), e
                         progress(f"  {r.value:<20} FAILED")
-                    except cf.process.BrokenProcessPool:
-                        failures[r] = "the converter process crashed (killed or out of memory)"
+                    except cf.process.BrokenProcessPool as e:
+                        failures[r], failure_types[r] = "the converter process crashed (killed or out of memory)", e
+            skipped = {}
+            if failures and not cfg.explicit and results:
+                # the default "all" means all that apply: a recipe this model cannot take is skipped, said
+                # loudly and recorded in the manifest; crashes and bad input still fail the run
+                for r in list(failures):
+                    if isinstance(failure_types[r], _not_applicable()):
+                        skipped[r.value] = failures.pop(r)
+                        progress(f"warning: skipped {r.value}: {skipped[r.value]}")
             if failures:
                 ok = [r.value for r in results]
                 lines = "; ".join(f"{r.value}: {msg}" for r, msg in failures.items())
                 raise EdgeportError(f"{len(failures)} recipe(s) failed, nothing was written. {lines} "
                                     f"Converted fine: {', '.join(ok) or 'none'}; re-run with --recipes "
                                     "listing only those, or fix the model.")
+            done = [r for r in cfg.recipes if r in results]
             np.save(tmp / "check_inputs.npy", check_x)
             np.save(tmp / "check_keras.npy", info["check_outputs"])
             artifacts = [_describe(tmp / f"{r.value}{RECIPES[r].suffix}", RECIPES[r], tmp, r.value, results[r],
-                                   check_x) for r in cfg.recipes]
+                                   check_x) for r in done]
             default = next((a.name for a in artifacts if a.recipe == Recipe.TFLITE_INT8.value), artifacts[0].name)
             manifest = Manifest(
                 artifacts=artifacts, task=data.task, labels=data.labels, preprocessing=data.preprocessing,
@@ -222,7 +239,7 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                 calibration={"source": f"training split of {data.source}", "count": int(len(calib)),
                              "seed": cfg.seed, "stratified": True},
                 toolchain=_versions(), check={"inputs": "check_inputs.npy", "keras_outputs": "check_keras.npy"},
-                default_artifact=default,
+                default_artifact=default, skipped=skipped,
                 created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             )
             write_manifest(tmp, manifest)

@@ -127,7 +127,13 @@ def test_bridge_copies_catalog_layer_exactly(name):
     np.testing.assert_allclose(np.asarray(model(x)), rebuilt(x).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["conv2d", "dense", "separable", "add"])  # tfmot never prunes depthwise
+FAST_BRIDGE = ["conv2d", "dense", "separable", "add"]  # make test; the rest of the catalog runs in make test-slow
+# tfmot's default 8-bit QAT scheme has no QuantizeConfig for these (seen with tfmot 0.8.1): the recipe must say so
+QAT_UNSUPPORTED = {"conv1d", "batchnorm"}
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_BRIDGE else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(CATALOG)])
 def test_qat_and_pruning_on_catalog_layers(tmp_path, name):
     model, x = _build(name)
     ref = np.asarray(model(x))
@@ -148,16 +154,27 @@ def test_qat_and_pruning_on_catalog_layers(tmp_path, name):
     ex._fine_tune = distill
     try:
         (tmp_path / "q").mkdir()
-        qat, _ = _export(tmp_path / "q", model, x, Recipe.TFLITE_INT8_QAT, (x, y_train))
+        if name in QAT_UNSUPPORTED:
+            with pytest.raises(ex.ConversionError, match=r"tfmot cannot quantize.*is not supported.*still work"):
+                _export(tmp_path / "q", model, x, Recipe.TFLITE_INT8_QAT, (x, y_train))
+            qat = None
+        else:
+            qat, _ = _export(tmp_path / "q", model, x, Recipe.TFLITE_INT8_QAT, (x, y_train))
         pruned, extra = _export(tmp_path, model, x, Recipe.TFLITE_INT8_PRUNED, (x, y_train))
     finally:
         ex._fine_tune = orig
     span = float(ref.max() - ref.min())
-    # QAT learns its own ranges in one epoch: within 3% of the output range of the float model
-    assert np.abs(qat.predict(x) - ref).max() <= 3e-2 * span
-    assert qat.inputs[0].dtype == "int8" and qat.outputs[0].dtype == "int8"
+    if qat is not None:
+        # QAT learns its own ranges in one epoch: within 3% of the output range of the float model, or one step
+        # of its own output scale where QAT fixes the range by design (ReLU6 -> [0, 6]: a 0.047 step)
+        assert np.abs(qat.predict(x) - ref).max() <= max(3e-2 * span, qat.outputs[0].scale)
+        assert qat.inputs[0].dtype == "int8" and qat.outputs[0].dtype == "int8"
     # 75% of the weights are zeroed, so the function changes; it must still be recognisably the same layer
     # (correlation > 0.5) and the reported sparsity must be the target (within the schedule's rounding)
+    if extra["sparsity"] == 0.0:  # no prunable kernel in this layer (pooling, depthwise, ...): nothing changes
+        # the pruned recipe is then plain int8 after one epoch of fine-tuning: within 3% of the output range
+        assert np.abs(pruned.predict(x) - ref).max() <= 3e-2 * span
+        return
     assert 0.70 <= extra["sparsity"] <= 0.80
     corr = np.corrcoef(pruned.predict(x).ravel(), model_out.ravel())[0, 1]
     assert corr > 0.5

@@ -177,3 +177,27 @@ def test_existing_out_refused(tmp_path, cli, trained_run):
     (tmp_path / "b").mkdir()
     code, _, err = cli("convert", trained_run / "model.keras", "--out", tmp_path / "b")
     assert code == 2 and "--force" in err
+
+
+def test_implicit_all_skips_recipes_that_do_not_apply(tmp_path):
+    """tfmot's QAT has no Conv1D support: with the default 'all' the recipe is skipped, said and recorded."""
+    import keras
+
+    from edgeport.convert.pipeline import ConvertConfig, convert
+    from edgeport.convert.recipes import Recipe
+
+    inp = keras.Input((16, 3))
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inp))
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "c1d.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.random((60, 16, 3), dtype=np.float32), y_train=np.arange(60) % 2)
+    said = []
+    man = convert(ConvertConfig(model=str(tmp_path / "c1d.keras"), out=str(tmp_path / "b"), data=str(tmp_path / "d.npz"),
+                                recipes=[Recipe.TFLITE_INT8, Recipe.TFLITE_INT8_QAT], explicit=False), progress=said.append)
+    assert [a.name for a in man.artifacts] == ["tflite-int8"]
+    assert "Conv1D" in man.skipped["tflite-int8-qat"] and any("warning: skipped tflite-int8-qat" in s for s in said)
+    # named explicitly, the same recipe fails the run and writes nothing
+    with pytest.raises(Exception, match="tflite-int8-qat"):
+        convert(ConvertConfig(model=str(tmp_path / "c1d.keras"), out=str(tmp_path / "c"), data=str(tmp_path / "d.npz"),
+                              recipes=[Recipe.TFLITE_INT8_QAT], explicit=True), progress=said.append)
+    assert not (tmp_path / "c").exists()

@@ -16,6 +16,7 @@ Schema (version 1)::
     calibration: {source, count, seed, stratified}
     toolchain: {package: version}
     default_artifact: the artifact a device loads when none is named
+    skipped: {recipe: reason} recipes of an implicit "all" that do not apply to this model
     check: {inputs: "check_inputs.npy"}  a few held-out inputs; artifact["check_outputs"] holds the
                                           outputs the toolkit saw, for smoke checks on a device
     artifacts: [{name, path, format, recipe, quantization, bytes, gzip_bytes, sha256, sparsity,
@@ -88,6 +89,7 @@ class Manifest:
     toolchain: Dict[str, str] = field(default_factory=dict)
     check: Dict[str, Any] = field(default_factory=dict)
     default_artifact: str = ""
+    skipped: Dict[str, str] = field(default_factory=dict)  # recipe -> why it does not apply to this model
     created: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -164,6 +166,7 @@ def manifest_from_dict(d: Dict[str, Any], where: str = MANIFEST_NAME) -> Manifes
         preprocessing=dict(d.get("preprocessing") or {}), source=dict(d.get("source") or {}),
         calibration=dict(d.get("calibration") or {}), toolchain=dict(d.get("toolchain") or {}),
         check=dict(d.get("check") or {}), default_artifact=d.get("default_artifact", ""),
+        skipped=dict(d.get("skipped") or {}),
         created=d.get("created", ""), schema_version=version,
     )
 
