@@ -50,9 +50,9 @@ def import_tfmot():
 
 
 def _refuse(layer, why: str):
-    from .recipes import RECIPES
+    from .recipes import still_working
 
-    ok = ", ".join(r.value for r, s in RECIPES.items() if not s.bridge)
+    ok = still_working(lambda s: s.bridge)
     return BridgeError(f"the tf_keras bridge (needed by tflite-int8-qat and tflite-int8-pruned) cannot carry "
                        f"layer {layer.name!r} ({type(layer).__name__}): {why}. Recipes that still work: {ok}.")
 
@@ -64,8 +64,7 @@ def _tf_layer(tfk, layer):
     tf_cls = getattr(tfk.layers, cls_name)
     cfg = layer.get_config()
     accepted = set(inspect.signature(tf_cls.__init__).parameters) | {"name", "trainable"}
-    kwargs = {k: v for k, v in cfg.items() if k not in _DROP_KEYS and (k in accepted or "kwargs" in accepted)}
-    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    kwargs = {k: v for k, v in cfg.items() if k not in _DROP_KEYS and k in accepted}
     for key in ("activation",):
         if isinstance(kwargs.get(key), dict):
             raise _refuse(layer, f"its {key} is a custom object")
@@ -139,8 +138,8 @@ def bridge_model(source):
         return clone
     if source.kind == "keras":
         return to_tf_keras(source.model)
-    from .recipes import RECIPES
+    from .recipes import still_working
 
-    ok = ", ".join(r.value for r, s in RECIPES.items() if not s.bridge)
+    ok = still_working(lambda s: s.bridge)
     raise BridgeError(f"{source.path}: a SavedModel without Keras layers cannot be pruned or fine-tuned "
                       f"(no layers to wrap). Recipes that still work: {ok}.")

@@ -15,15 +15,15 @@ from edgeport_runtime.errors import EdgeportError
 from edgeport_runtime.manifest import atomic_write_bytes
 
 from .. import tfenv
-from .recipes import RECIPES, Recipe, RecipeSpec
+from .recipes import Recipe, RecipeSpec, still_working
 
 
 class ConversionError(EdgeportError):
     """A converter refused the model (names the op or layer and the recipes that still work)."""
 
 
-def _still_work(exclude_quantized: bool = True) -> str:
-    return ", ".join(r.value for r, s in RECIPES.items() if not (exclude_quantized and s.quantization == "int8"))
+def _still_work() -> str:
+    return still_working(lambda s: s.quantization == "int8")
 
 
 def _representative(x: np.ndarray):
@@ -151,7 +151,7 @@ def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> D
         qat = tfmot.quantization.keras.quantize_model(base)
     except (ValueError, RuntimeError, TypeError) as e:
         raise ConversionError(f"{spec.recipe.value}: tfmot cannot quantize this model ({str(e).splitlines()[0]}). "
-                              f"Recipes that still work: {_still_work(False).replace('tflite-int8-qat, ', '')}.") \
+                              f"Recipes that still work: {still_working(lambda s: s.recipe == Recipe.TFLITE_INT8_QAT)}.") \
             from None
     _fine_tune(job, qat, opts)
     data = _convert(_tflite_converter(_keras_function(qat, job.source.input_shape), spec, job.calibration),

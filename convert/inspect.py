@@ -18,12 +18,13 @@ def _tflite(path: Path) -> Dict[str, Any]:
 
     try:
         it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=False)
-        ops = Counter(op["op_name"] for op in it._get_ops_details())
+        op_details = it._get_ops_details()
+        ops = Counter(op["op_name"] for op in op_details)
         tensors = it.get_tensor_details()
     except (ValueError, RuntimeError) as e:
         raise ModelLoadError(f"{path}: not a loadable TFLite model ({e}).") from None
     # Constant tensors (weights) are those the interpreter never writes: no producing op, not an input.
-    produced = {t for op in it._get_ops_details() for t in op["outputs"]}
+    produced = {t for op in op_details for t in op["outputs"]}
     inputs = {d["index"] for d in it.get_input_details()}
     weights = [t for t in tensors if t["index"] not in produced and t["index"] not in inputs and t["shape"].size]
     params = int(sum(int(np.prod(t["shape"])) for t in weights))

@@ -97,6 +97,11 @@ RECIPES: Dict[Recipe, RecipeSpec] = {r.recipe: r for r in [
 DEFAULT_RECIPES = [r.value for r in RECIPES]
 
 
+def still_working(exclude) -> str:
+    """Comma-separated recipes whose spec ``exclude(spec)`` rejects not: what to suggest when some cannot run."""
+    return ", ".join(r.value for r, spec in RECIPES.items() if not exclude(spec))
+
+
 def parse_recipes(text: str) -> List[Recipe]:
     """'all' or a comma-separated list -> recipes in table order; unknown names get a close-match hint."""
     if not text or text.strip() == "all":

@@ -21,7 +21,7 @@ from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text
 
 from .. import tfenv
-from ..fsutil import staged_dir
+from ..fsutil import check_out_dir, staged_dir
 from .datasets import Dataset, default_cache_dir, load_dataset
 from .zoo import MODELS, build_model, count_macs
 
@@ -101,7 +101,7 @@ def stratified_split(x, y, fraction: float, seed: int) -> Tuple[np.ndarray, np.n
 class _TrainGuard:
     """Keras callback: best-weights tracking, patience, Ctrl-C, per-epoch timing. One object, one concern each."""
 
-    def __init__(self, keras, patience: int, profile: bool, n_train: int):
+    def __init__(self, keras, patience: int, n_train: int):
         outer = self
         self.best_loss = float("inf")
         self.best_weights = None
@@ -230,8 +230,6 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     """
     cfg.check()
     t_start = time.perf_counter()
-    from ..fsutil import check_out_dir
-
     check_out_dir(cfg.out, cfg.force)  # fail before the slow part
     cache_dir = default_cache_dir() if cfg.cache else None
     ds: Dataset = load_dataset(cfg.dataset, cfg.seed, tuple(cfg.image_size), cfg.channels, cfg.label_column,
@@ -272,7 +270,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     val_ds = (_pipeline(tf, keras, x_val, targets(x_val, y_val), 256, cfg.seed, [], False)
               if x_val is not None else None)
 
-    guard = _TrainGuard(keras, cfg.patience, cfg.profile, len(x_train))
+    guard = _TrainGuard(keras, cfg.patience, len(x_train))
     pipeline_s = _time_pipeline(train_ds) if cfg.profile else None
     verbose = 0 if cfg.quiet else (1 if sys.stdout.isatty() else 2)
     old_handler = signal.signal(signal.SIGINT, guard.on_sigint)

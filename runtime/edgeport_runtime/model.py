@@ -14,12 +14,11 @@ from . import backends as _backends
 from .bundle import SUFFIX_FORMAT, pick_artifact, resolve
 from .errors import InputError, UsageError
 from .manifest import Artifact, Manifest, TensorSpec, verify_artifact
-from .quant import dequantize, quantize
+from .quant import RANGES, dequantize, quantize
 
 log = logging.getLogger("edgeport_runtime")
 
 ArrayLike = Union[np.ndarray, Sequence]
-_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 MAX_CHUNK = 256  # samples per interpreter call: bounds memory for huge batches without slowing small ones
 
 
@@ -66,7 +65,7 @@ class Model:
             return None
         return {"tail": tuple(i.shape[1:]), "q_in": i.quantized, "in_dtype": np.dtype(i.dtype),
                 "inv": np.float32(1.0) / np.float32(i.scale) if i.quantized else None,
-                "zp_in": np.float32(i.zero_point or 0), "range": _RANGE.get(i.dtype),
+                "zp_in": np.float32(i.zero_point or 0), "range": RANGES.get(i.dtype),
                 "q_out": o.quantized, "zp_out": np.int32(o.zero_point or 0),
                 "scale_out": np.float32(o.scale) if o.quantized else None}
 
@@ -229,9 +228,8 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
             file_path, art = res.bare_file, None
         else:
             def runnable(fmt):
-                if backend is not None:
-                    return _backends.BACKENDS.get(backend) is not None and _backends.BACKENDS[backend].format == fmt
-                return any(b.format == fmt for b in map(_backends.BACKENDS.get, _backends.installed_backends()))
+                names = [backend] if backend is not None else _backends.installed_backends()
+                return any(n in _backends.BACKENDS and _backends.BACKENDS[n].format == fmt for n in names)
 
             art = pick_artifact(res.manifest, artifact, runnable)
             fmt = art.format

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str = "int8") -> np.ndarray:
     """Float -> integer as TFLite does: rint(x * float32(1/scale)) + zero_point, clamped to ``dtype``."""
-    if dtype not in _RANGES:
-        raise ValueError(f"quantize: unsupported dtype {dtype!r}; expected one of {sorted(_RANGES)}")
-    lo, hi = _RANGES[dtype]
+    if dtype not in RANGES:
+        raise ValueError(f"quantize: unsupported dtype {dtype!r}; expected one of {sorted(RANGES)}")
+    lo, hi = RANGES[dtype]
     inv = np.float32(1.0) / np.float32(scale)
     with np.errstate(over="ignore", invalid="ignore"):  # +-Inf inputs clamp to the ends of the range
         q = np.rint(np.asarray(x, np.float32) * inv) + np.float32(zero_point)
