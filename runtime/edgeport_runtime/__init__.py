@@ -8,7 +8,7 @@ Never imports TensorFlow or Keras. Only numpy is required; the interpreter comes
 """
 from .backends import BACKENDS, installed_backends
 from .errors import (BackendUnavailableError, EdgeportError, GateFailed, InputError, IntegrityError,
-                     ModelLoadError, UsageError)
+                     ModelLoadError, ModelRunError, UsageError)
 from .manifest import SCHEMA_VERSION, Artifact, Manifest, TensorSpec, read_manifest
 from .model import Model, load
 from .quant import dequantize, quantize
@@ -16,4 +16,4 @@ from .quant import dequantize, quantize
 __version__ = "0.1.0"
 __all__ = ["load", "Model", "Manifest", "Artifact", "TensorSpec", "read_manifest", "SCHEMA_VERSION",
            "quantize", "dequantize", "BACKENDS", "installed_backends", "EdgeportError", "UsageError",
-           "InputError", "ModelLoadError", "IntegrityError", "BackendUnavailableError", "GateFailed"]
+           "InputError", "ModelLoadError", "ModelRunError", "IntegrityError", "BackendUnavailableError", "GateFailed"]

@@ -10,11 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import ModelLoadError
+from .errors import EdgeportError, ModelLoadError, UsageError
 from .manifest import MANIFEST_NAME, Artifact, Manifest, read_manifest
+from .schema import contained_path, relative_path_error
 
 SUFFIX_FORMAT = {".tflite": "tflite", ".onnx": "onnx"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+EXTRACT_RATIO = 20  # a bundle (already-compressed model weights + JSON) inflates ~1.5-4x; 20x leaves room
+EXTRACT_FLOOR = 1 << 20  # never refuse an archive that inflates to less than 1 MiB: that cannot hurt
+EXTRACT_ABSOLUTE = 2 << 30  # 2 GiB: far above any model a device runs, far below filling a Pi's SD card
+MAX_MEMBERS = 4096  # a bundle holds ~10 files (offline bundles add wheels): thousands is an attack or a mistake
+ENV_MAX_EXTRACT = "EDGEPORT_MAX_EXTRACT_BYTES"
+_CHUNK = 1 << 20
 
 
 @dataclass
@@ -24,49 +33,161 @@ class Resolved:
     directory: Path
     manifest: Optional[Manifest]
     bare_file: Optional[Path] = None
-    temp_dir: Optional[str] = None  # extracted archive, removed when the Model is closed
+    temp_dir: Optional[str] = None  # extracted archive, removed when the Model is closed or collected
 
 
-def _safe_extract(archive: Path, dest: str) -> None:
-    """Extract a tar/zip, refusing members that would land outside ``dest`` (path traversal, links)."""
+def extract_limit(archive: Path, max_extract_bytes: Optional[int] = None) -> int:
+    """Bytes an archive may inflate to: the argument, else $EDGEPORT_MAX_EXTRACT_BYTES, else
+    max(20 x archive size, 1 MiB) capped at 2 GiB.
+
+    Raises:
+        UsageError: a limit that is not a positive integer.
+    """
+    if max_extract_bytes is None and os.environ.get(ENV_MAX_EXTRACT):
+        raw = os.environ[ENV_MAX_EXTRACT]
+        try:
+            max_extract_bytes = int(raw)
+        except ValueError:
+            raise UsageError(f"{ENV_MAX_EXTRACT}={raw!r} is not an integer; expected a byte count, e.g. "
+                             "2000000000.") from None
+    if max_extract_bytes is not None:
+        if isinstance(max_extract_bytes, bool) or int(max_extract_bytes) < 1:
+            raise UsageError(f"max_extract_bytes must be a positive byte count, got {max_extract_bytes!r}.")
+        return int(max_extract_bytes)
+    return min(max(EXTRACT_RATIO * archive.stat().st_size, EXTRACT_FLOOR), EXTRACT_ABSOLUTE)
+
+
+class _Budget:
+    """Counts members and bytes actually written; raises the moment either cap is passed."""
+
+    def __init__(self, archive: Path, limit: int):
+        self.archive, self.limit, self.written, self.members = archive, limit, 0, 0
+
+    def member(self) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise ModelLoadError(f"{self.archive}: more than {MAX_MEMBERS} members; an edgeport bundle has a few "
+                                 "dozen. Refusing to extract it.")
+
+    def copy(self, src, dest: str) -> None:
+        # O_EXCL: a member never overwrites an earlier one (or anything a symlink race could point at)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                block = src.read(_CHUNK)
+                if not block:
+                    return
+                self.written += len(block)
+                if self.written > self.limit:
+                    raise ModelLoadError(
+                        f"{self.archive}: inflates to more than {self.limit:,} bytes (a decompression bomb, or a "
+                        f"very large bundle); refusing it. Raise the limit with load(..., max_extract_bytes=N) "
+                        f"or ${ENV_MAX_EXTRACT}=N if you trust this archive.")
+                out.write(block)
+
+
+def _target(archive: Path, root: str, name: str) -> str:
+    rel = name.rstrip("/")
+    why = relative_path_error(rel)
+    if why:
+        raise ModelLoadError(f"{archive}: member {name[:100]!r} would extract outside the bundle ({why}); "
+                             "refusing it.")
+    return str(contained_path(root, rel, f"{archive}: member"))
+
+
+def _extract_tar(archive: Path, root: str, budget: _Budget) -> None:
+    data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.9.17 / 3.11.4; else our own checks only
+    with tarfile.open(archive, "r:*") as t:
+        for m in t:  # streamed: members are read one by one, nothing trusts the headers' sizes
+            budget.member()
+            if data_filter is not None:
+                try:
+                    m = data_filter(m, root)  # no absolute paths, no '..', no devices, no links out
+                except tarfile.FilterError as e:
+                    raise ModelLoadError(f"{archive}: member {m.name[:100]!r} refused ({e}); it would extract "
+                                         "outside the bundle or is a device.") from None
+            if not (m.isfile() or m.isdir()):  # bundles need no links: refusing them all is simpler and safer
+                raise ModelLoadError(f"{archive}: member {m.name[:100]!r} is a link or device; refusing it "
+                                     "(it would extract outside the bundle or point elsewhere).")
+            dest = _target(archive, root, m.name)
+            if m.isdir():
+                os.makedirs(dest, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            src = t.extractfile(m)
+            budget.copy(src, dest)
+
+
+def _extract_zip(archive: Path, root: str, budget: _Budget) -> None:
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():
+            budget.member()
+            dest = _target(archive, root, info.filename)
+            if info.is_dir():
+                os.makedirs(dest, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with z.open(info) as src:  # counts bytes as they inflate: the header's file_size is not trusted
+                budget.copy(src, dest)
+
+
+def _safe_extract(archive: Path, dest: str, max_extract_bytes: Optional[int] = None) -> None:
+    """Extract a tar/zip into ``dest``: members must stay inside it, no links or devices, at most
+    :data:`MAX_MEMBERS` members and :func:`extract_limit` bytes, counted as they are written.
+
+    Raises:
+        ModelLoadError: a member escapes, a cap is exceeded, or the archive is corrupt (one-line message).
+    """
     root = os.path.realpath(dest)
-
-    def check(name: str) -> None:
-        target = os.path.realpath(os.path.join(root, name))
-        if not (target == root or target.startswith(root + os.sep)):
-            raise ModelLoadError(f"{archive}: member {name!r} would extract outside the bundle; refusing it.")
-
+    budget = _Budget(archive, extract_limit(archive, max_extract_bytes))
     try:
-        if archive.name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as z:
-                for n in z.namelist():
-                    check(n)
-                z.extractall(root)
+        if archive.name.lower().endswith(".zip"):
+            _extract_zip(archive, root, budget)
         else:
-            with tarfile.open(archive) as t:
-                for m in t.getmembers():
-                    check(m.name)
-                    if not (m.isfile() or m.isdir()):
-                        raise ModelLoadError(f"{archive}: member {m.name!r} is a link or device; refusing it.")
-                t.extractall(root)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise ModelLoadError(f"{archive}: cannot read the archive ({e}); it is corrupt or truncated.") from None
+            _extract_tar(archive, root, budget)
+    except EdgeportError:
+        raise
+    except Exception as e:  # tarfile/zipfile/gzip/zlib/lzma raise many types, some with multi-line messages
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ModelLoadError(f"{archive}: cannot read the archive ({type(e).__name__}: {msg}); it is corrupt, "
+                             "truncated or not a bundle archive.") from None
 
 
 def _find_manifest_dir(root: Path) -> Optional[Path]:
-    if (root / MANIFEST_NAME).is_file():
-        return root
-    subdirs = [p for p in root.iterdir() if p.is_dir()]
-    if len(subdirs) == 1 and (subdirs[0] / MANIFEST_NAME).is_file():
-        return subdirs[0]
-    return None
-
-
-def resolve(path: os.PathLike) -> Resolved:
-    """Classify ``path`` and read its manifest if it has one.
+    """The directory holding the bundle's manifest: ``root`` itself, else the one manifest at most two
+    directory levels down (``edgeport bundle`` archives put it in TOP/bundle/). Symlinked directories are not
+    followed.
 
     Raises:
-        ModelLoadError: the path does not exist or is none of the accepted kinds.
+        ModelLoadError: more than one manifest within two levels (which bundle was meant is ambiguous).
+    """
+    if (root / MANIFEST_NAME).is_file():
+        return root
+    found, level = [], [root]
+    for _ in range(2):
+        nxt = []
+        for d in level:
+            try:
+                nxt += sorted(p for p in d.iterdir() if p.is_dir() and not p.is_symlink())
+            except OSError:
+                continue
+        found += [d for d in nxt if (d / MANIFEST_NAME).is_file()]
+        level = nxt[:MAX_MEMBERS]
+    if len(found) > 1:
+        names = ", ".join(str(p.relative_to(root)) for p in found[:5])
+        raise ModelLoadError(f"{root}: holds {len(found)} bundles ({names}); pass the one you mean.")
+    return found[0] if found else None
+
+
+def _cleanup(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def resolve(path: os.PathLike, max_extract_bytes: Optional[int] = None) -> Resolved:
+    """Classify ``path`` and read its manifest if it has one; archives are extracted to a temp directory.
+
+    Raises:
+        ModelLoadError: the path does not exist or is none of the accepted kinds, or the archive is unsafe.
     """
     p = Path(path)
     if not p.exists():
@@ -82,13 +203,14 @@ def resolve(path: os.PathLike) -> Resolved:
     if any(p.name.lower().endswith(s) for s in ARCHIVE_SUFFIXES):
         tmp = tempfile.mkdtemp(prefix="edgeport-bundle-")
         try:
-            _safe_extract(p, tmp)
+            _safe_extract(p, tmp, max_extract_bytes)
             d = _find_manifest_dir(Path(tmp))
             if d is None:
-                raise ModelLoadError(f"{p}: the archive holds no {MANIFEST_NAME}; not an edgeport bundle.")
+                raise ModelLoadError(f"{p}: the archive holds no {MANIFEST_NAME} (looked two directory levels "
+                                     "deep); not an edgeport bundle.")
             return Resolved(d, read_manifest(d), temp_dir=tmp)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _cleanup(tmp)
             raise
     raise ModelLoadError(f"{p}: unsupported file type; expected a bundle directory or archive, or a file ending "
                          f"in {', '.join(SUFFIX_FORMAT)}.")
@@ -104,7 +226,7 @@ def pick_artifact(manifest: Manifest, name: Optional[str], runnable) -> Artifact
             art = manifest.artifact(default)
             if runnable(art.format):
                 return art
-        except Exception:  # a stale default falls through to the first runnable artifact
+        except EdgeportError:  # a stale default falls through to the first runnable artifact
             pass
     for art in manifest.artifacts:
         if runnable(art.format):

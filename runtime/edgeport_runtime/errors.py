@@ -28,8 +28,13 @@ class ModelLoadError(EdgeportError):
     """A model or bundle that cannot be read: missing, corrupt, truncated, unsupported."""
 
 
+class ModelRunError(ModelLoadError):
+    """A model that loaded but fails when the interpreter runs it (a corrupt or unsupported graph)."""
+
+
 class IntegrityError(ModelLoadError):
-    """A file whose sha256 does not match the manifest, or a manifest of an unknown schema."""
+    """A file whose sha256 does not match the manifest, a manifest of an unknown schema, or a path (in a
+    manifest, profile or archive) that is absolute or leads outside its directory."""
 
 
 class BackendUnavailableError(EdgeportError):

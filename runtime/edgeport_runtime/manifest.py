@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import IntegrityError, ModelLoadError
+# contained_path lives in schema.py and is re-exported here: edgeport_runtime.manifest.contained_path is the one
+# path rule the toolkit and the devices code call for every path they read from a file
+from .schema import MAX_JSON_DEPTH, Fields, contained_path, json_depth_ok  # noqa: F401
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -117,57 +120,77 @@ def sha256_file(path: os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _spec(d: Dict[str, Any], where: str) -> TensorSpec:
-    try:
-        return TensorSpec(
-            name=str(d["name"]), shape=list(d["shape"]), dtype=str(d["dtype"]),
-            scale=d.get("scale"), zero_point=d.get("zero_point"),
-        )
-    except (KeyError, TypeError) as e:
-        raise ModelLoadError(f"manifest: {where} is missing field {e}; expected name, shape, dtype.") from None
+QUANT_DTYPES = ("int8", "uint8", "int16")
+MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few KB; refuse to parse a multi-GB "manifest"
 
 
-def manifest_from_dict(d: Dict[str, Any], where: str = MANIFEST_NAME) -> Manifest:
-    """Parse a manifest dict, checking the schema version and required fields.
+def _spec(d: Any, where: str) -> TensorSpec:
+    f = Fields(d, where)
+    dtype = f.str("dtype", required=True)
+    scale, zero_point = f.float("scale", positive=True), f.int("zero_point", nullable=True, minimum=-(2 ** 31))
+    if (scale is None) != (zero_point is None):
+        raise ModelLoadError(f"{where}: scale and zero_point must both be set (a quantized tensor) or both null, "
+                             f"got scale={scale!r} zero_point={zero_point!r}; the manifest is corrupt.")
+    return TensorSpec(name=f.str("name", required=True), shape=f.shape("shape"), dtype=dtype,
+                      scale=scale, zero_point=zero_point)
+
+
+def _artifact(a: Any, i: int, where: str) -> Artifact:
+    f = Fields(a, f"{where}: artifact #{i}")
+    name = f.str("name", required=True)
+    f.where = f"{where}: artifact #{i} ({name!r})"
+    fmt = f.str("format", required=True)
+    if fmt not in FORMATS:
+        raise ModelLoadError(f"{where}: artifact {name!r} has unknown format {fmt!r}; "
+                             f"expected one of {', '.join(FORMATS)}.")
+    sha = f.str("sha256", required=True)
+    specs = {}
+    for kind in ("inputs", "outputs"):
+        specs[kind] = [_spec(s, f"{where}: artifact {name} {kind[:-1]} #{j}")
+                       for j, s in enumerate(f.list(kind, required=True))]
+    parity = f.dict("parity")
+    return Artifact(
+        name=name, path=f.path("path", nullable=False, required=True), format=fmt,
+        recipe=f.str("recipe", default=""), sha256=sha, bytes=f.int("bytes", required=True),
+        inputs=specs["inputs"], outputs=specs["outputs"], quantization=f.str("quantization", default="float32"),
+        gzip_bytes=f.int("gzip_bytes", nullable=True), sparsity=f.float("sparsity"),
+        check_outputs=f.path("check_outputs"), parity=parity, extra=f.dict("extra") or {},
+    )
+
+
+def manifest_from_dict(d: Any, where: str = MANIFEST_NAME) -> Manifest:
+    """Parse a manifest dict, checking the schema version, every field's type and every path.
 
     Raises:
-        IntegrityError: unknown schema version.
-        ModelLoadError: a required field is missing or has the wrong type.
+        IntegrityError: unknown schema version, or a path that is absolute, contains ``..``, a backslash or NUL.
+        ModelLoadError: a required field is missing or a field has the wrong type (the message names it).
     """
-    if not isinstance(d, dict):
-        raise ModelLoadError(f"{where}: expected a JSON object, got {type(d).__name__}.")
+    f = Fields(d, where)
     version = d.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # noqa: E721  (true == 1 must not pass)
         raise IntegrityError(
             f"{where}: unknown manifest schema_version {version!r}; this edgeport-runtime reads version "
             f"{SCHEMA_VERSION}. Upgrade edgeport-runtime (or re-run `edgeport convert`) so both sides agree."
         )
-    arts = []
-    for i, a in enumerate(d.get("artifacts") or []):
-        try:
-            if a["format"] not in FORMATS:
-                raise ModelLoadError(f"{where}: artifact {a.get('name')!r} has unknown format {a['format']!r}; "
-                                     f"expected one of {', '.join(FORMATS)}.")
-            arts.append(Artifact(
-                name=a["name"], path=a["path"], format=a["format"], recipe=a.get("recipe", ""),
-                sha256=a["sha256"], bytes=int(a["bytes"]),
-                inputs=[_spec(s, f"artifact {a['name']} input") for s in a["inputs"]],
-                outputs=[_spec(s, f"artifact {a['name']} output") for s in a["outputs"]],
-                quantization=a.get("quantization", "float32"), gzip_bytes=a.get("gzip_bytes"),
-                sparsity=a.get("sparsity"), check_outputs=a.get("check_outputs"), parity=a.get("parity"),
-                extra=a.get("extra") or {},
-            ))
-        except KeyError as e:
-            raise ModelLoadError(f"{where}: artifact #{i} is missing field {e}.") from None
+    if not json_depth_ok(d):
+        raise ModelLoadError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels; not an edgeport manifest.")
+    arts = [_artifact(a, i, where) for i, a in enumerate(f.list("artifacts") or [])]
     if not arts:
         raise ModelLoadError(f"{where}: the bundle lists no artifacts; re-run `edgeport convert`.")
+    labels = f.list("labels") or []
+    if not all(isinstance(x, str) for x in labels):
+        raise ModelLoadError(f"{where}: field 'labels' must be a list of strings; the manifest is corrupt.")
+    check = f.dict("check") or {}
+    cf = Fields(check, f"{where}: check")
+    for key in check:  # every value of "check" names a file of the bundle
+        cf.path(key)
     return Manifest(
-        artifacts=arts, task=d.get("task", "classification"), labels=list(d.get("labels") or []),
-        preprocessing=dict(d.get("preprocessing") or {}), source=dict(d.get("source") or {}),
-        calibration=dict(d.get("calibration") or {}), toolchain=dict(d.get("toolchain") or {}),
-        check=dict(d.get("check") or {}), default_artifact=d.get("default_artifact", ""),
-        skipped=dict(d.get("skipped") or {}),
-        created=d.get("created", ""), schema_version=version,
+        artifacts=arts, task=f.str("task", default="classification"), labels=list(labels),
+        preprocessing=dict(f.dict("preprocessing") or {}), source=dict(f.dict("source") or {}),
+        calibration=dict(f.dict("calibration") or {}), toolchain=dict(f.dict("toolchain") or {}),
+        check=dict(check), default_artifact=f.str("default_artifact", default="", nullable=True) or "",
+        skipped=dict(f.dict("skipped") or {}), created=f.str("created", default="", nullable=True) or "",
+        schema_version=version,
     )
 
 
@@ -175,27 +198,36 @@ def read_manifest(bundle_dir: os.PathLike) -> Manifest:
     """Read and validate ``bundle_dir/manifest.json``.
 
     Raises:
-        ModelLoadError: missing or unreadable manifest.
-        IntegrityError: unknown schema version.
+        ModelLoadError: missing, oversized or unreadable manifest, or a field of the wrong type.
+        IntegrityError: unknown schema version, or a path that leaves the bundle.
     """
     path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
         raise ModelLoadError(f"{bundle_dir}: no {MANIFEST_NAME} found; expected a bundle written by "
                              "`edgeport convert` (or pass a bare .tflite/.onnx file).")
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path}: not valid JSON ({e}); the bundle is corrupt, re-run `edgeport convert`.") from None
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ModelLoadError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not an edgeport manifest.")
+        d = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, and ints of > 4300 digits
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ModelLoadError(f"{path}: not valid JSON ({msg}); the bundle is corrupt, re-run `edgeport convert`."
+                             ) from None
+    except RecursionError:
+        raise ModelLoadError(f"{path}: JSON nested too deeply to parse; not an edgeport manifest.") from None
     return manifest_from_dict(d, str(path))
 
 
 def verify_artifact(bundle_dir: os.PathLike, art: Artifact) -> Path:
-    """Check the artifact file exists and its sha256 matches the manifest; return its path.
+    """Check the artifact path stays in the bundle, the file exists and its sha256 matches; return its path.
 
     Raises:
-        IntegrityError: the file is missing or its hash differs (corrupt, truncated or tampered with).
+        IntegrityError: the path leaves the bundle, the file is missing or its hash differs (corrupt, truncated
+            or tampered with). The path is checked before any byte is read.
     """
-    path = Path(bundle_dir) / art.path
+    path = contained_path(bundle_dir, art.path, f"artifact {art.name!r} path")
     if not path.is_file():
         raise IntegrityError(f"{path}: listed in the manifest as artifact {art.name!r} but missing.")
     got = sha256_file(path)

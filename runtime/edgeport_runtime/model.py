@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import shutil
 import threading
+import weakref
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import backends as _backends
 from .bundle import SUFFIX_FORMAT, pick_artifact, resolve
-from .errors import InputError, UsageError
+from .errors import EdgeportError, InputError, ModelLoadError, ModelRunError, UsageError
 from .manifest import Artifact, Manifest, TensorSpec, verify_artifact
 from .quant import RANGES, dequantize, quantize
 
@@ -39,14 +41,18 @@ class Model:
     """
 
     def __init__(self, session, artifact: Optional[Artifact], manifest: Optional[Manifest], path: str,
-                 num_threads: int, temp_dir: Optional[str] = None):
+                 num_threads: int, temp_dir: Optional[str] = None, directory: Optional[str] = None):
         self._session = session
         self._lock = threading.Lock()
         self.artifact = artifact
         self.manifest = manifest
         self.path = path
         self.num_threads = num_threads
+        self.directory = directory  # the bundle directory (None for a bare file)
         self._temp_dir = temp_dir
+        # An extracted archive goes away with the Model: on close(), when it is garbage-collected, or at
+        # interpreter exit, whichever comes first (weakref.finalize runs at most once).
+        self._finalizer = weakref.finalize(self, shutil.rmtree, temp_dir, True) if temp_dir else None
         # The manifest's specs carry the calibrated scale/zero point; the interpreter's are the same numbers for
         # .tflite and absent for ONNX QDQ models whose I/O stays float, so prefer the interpreter's dtypes.
         self.inputs: List[TensorSpec] = session.inputs
@@ -103,6 +109,12 @@ class Model:
                                      "Use predict() for float inputs.")
             elif x.dtype.kind not in "fiu":
                 raise InputError(f"input {spec.name!r}: expected real numbers (float), got dtype {x.dtype}.")
+            elif spec.quantized and x.dtype.name == spec.dtype:
+                # int8 data for an int8 input is almost surely already quantized: predict() would quantize it
+                # a second time and return confident wrong classes
+                raise InputError(f"input {spec.name!r}: got {x.dtype} data for a quantized {spec.dtype} input; "
+                                 "predict() takes floats and quantizes them itself. Pass already-quantized "
+                                 "arrays to predict_raw(), or convert to float32 first.")
             if x.ndim != len(spec.shape):
                 hint = " Add a batch dimension, e.g. x[None]." if x.ndim == len(spec.shape) - 1 else ""
                 raise InputError(f"input {spec.name!r}: expected rank {len(spec.shape)} shape {want}, got rank "
@@ -135,8 +147,14 @@ class Model:
         n = len(xs[0])
         results: List[List[np.ndarray]] = []
         with self._lock:
-            for i in range(0, n, MAX_CHUNK):
-                results.append(self._session.run([x[i:i + MAX_CHUNK] for x in xs]))
+            session = self._open_session()
+            try:
+                for i in range(0, n, MAX_CHUNK):
+                    results.append(session.run([x[i:i + MAX_CHUNK] for x in xs]))
+            except EdgeportError:
+                raise
+            except Exception as e:  # XNNPACK RuntimeError, onnxruntime Fail, ...: a corrupt-but-loadable graph
+                raise self._run_error(e) from None
         if len(results) == 1:
             return results[0]
         return [np.concatenate([r[j] for r in results]) for j in range(len(self.outputs))]
@@ -178,19 +196,36 @@ class Model:
             np.clip(t, f["range"][0], f["range"][1], out=t)
             x = t.astype(f["in_dtype"])
         with self._lock:
-            raw = self._session.run([x])[0]
+            session = self._open_session()
+            try:
+                raw = session.run([x])[0]
+            except Exception as e:  # see _run
+                raise self._run_error(e) from None
         if f["q_out"]:
             out = np.subtract(raw, f["zp_out"], dtype=np.float32)
             out *= f["scale_out"]
             return out
         return raw if raw.dtype == np.float32 else raw.astype(np.float32)
 
+    def _open_session(self):
+        """The session, or a clear error once the model is closed (call with the lock held)."""
+        session = self._session
+        if session is None:
+            raise UsageError(f"{self.path}: this model was closed; load it again with edgeport_runtime.load().")
+        return session
+
+    def _run_error(self, e: Exception) -> ModelRunError:
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        return ModelRunError(f"{self.path}: the interpreter failed to run the model ({type(e).__name__}: {msg}); "
+                             "the file is corrupt or uses an operation this backend cannot run.")
+
     def close(self) -> None:
-        """Release the interpreter and any extracted archive."""
-        self._session = None
-        if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-            self._temp_dir = None
+        """Release the interpreter and any extracted archive. Further predict() calls raise UsageError."""
+        with self._lock:
+            self._session = None
+        if self._finalizer is not None:
+            self._finalizer()
+        self._temp_dir = None
 
     def __enter__(self):
         return self
@@ -200,7 +235,7 @@ class Model:
 
 
 def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threads: Optional[int] = None,
-         artifact: Optional[str] = None) -> Model:
+         artifact: Optional[str] = None, max_extract_bytes: Optional[int] = None) -> Model:
     """Load a bundle directory, a bundle archive (.tar.gz/.zip) or a bare .tflite/.onnx file.
 
     Args:
@@ -209,19 +244,23 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
         num_threads: interpreter threads; default: the cores this process may use.
         artifact: which artifact of a bundle to run (see ``edgeport-run info``); default: the bundle's default,
             else the first one an installed backend can run.
+        max_extract_bytes: most bytes an archive may inflate to (default: $EDGEPORT_MAX_EXTRACT_BYTES, else
+            20x the archive's size, at least 1 MiB and at most 2 GiB).
 
     Returns:
         A :class:`Model`; ``model.info["backend"]`` says which backend was chosen.
 
     Raises:
-        ModelLoadError: missing, corrupt or truncated files; IntegrityError: sha256 mismatch or unknown schema;
+        ModelLoadError: missing, corrupt or truncated files, unsafe archives; IntegrityError: sha256 mismatch,
+        unknown schema, a manifest path outside the bundle;
         BackendUnavailableError: no installed interpreter for the artifact (names the pip extra); UsageError:
         unknown backend or artifact name.
     """
-    if num_threads is not None and int(num_threads) < 1:
-        raise UsageError(f"num_threads must be >= 1, got {num_threads}.")
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
+                                    or num_threads < 1):
+        raise UsageError(f"num_threads must be >= 1 (an integer), got {num_threads!r}.")
     threads = int(num_threads or default_threads())
-    res = resolve(path)
+    res = resolve(path, max_extract_bytes)
     try:
         if res.manifest is None:
             fmt = SUFFIX_FORMAT[res.bare_file.suffix.lower()]
@@ -237,7 +276,13 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
         chosen = _backends.choose_backend(fmt, backend)
         session = _backends.open_session(chosen, str(file_path), threads)
         log.info("loaded %s with backend %s (%d threads)", file_path, chosen.name, threads)
-        model = Model(session, art, res.manifest, str(file_path), threads, res.temp_dir)
+        try:
+            model = Model(session, art, res.manifest, str(file_path), threads, res.temp_dir,
+                          None if res.manifest is None else str(res.directory))
+        except Exception as e:  # tensor types/shapes no edgeport artifact has (a crafted or corrupt file)
+            msg = " ".join(str(e).split())[:200]
+            raise ModelLoadError(f"{file_path}: unsupported model inputs/outputs ({type(e).__name__}: {msg}); "
+                                 "expected a model written by `edgeport convert`.") from None
         if art is not None:
             _check_specs_agree(art, model)
         return model
@@ -255,7 +300,7 @@ def _check_specs_agree(art: Artifact, model: Model) -> None:
         if len(want) != len(got):
             raise IntegrityError(f"artifact {art.name}: manifest lists {len(want)} {kind}(s), the file has {len(got)}.")
         for w, g in zip(want, got):
-            if w.dtype != g.dtype or (w.quantized and (abs(w.scale - g.scale) > 1e-12 * max(1, abs(w.scale))
+            if w.dtype != g.dtype or w.quantized != g.quantized or (w.quantized and (abs(w.scale - g.scale) > 1e-12 * max(1, abs(w.scale))
                                                        or w.zero_point != g.zero_point)):
                 raise IntegrityError(f"artifact {art.name}: {kind} {g.name!r} is {g.dtype} scale={g.scale} "
                                      f"zp={g.zero_point} in the file but {w.dtype} scale={w.scale} "

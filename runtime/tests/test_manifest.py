@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from edgeport_runtime.errors import IntegrityError, ModelLoadError
+from edgeport_runtime.errors import IntegrityError, ModelLoadError, UsageError
 from edgeport_runtime.manifest import SCHEMA_VERSION, manifest_from_dict, read_manifest, write_manifest
 
 
@@ -32,7 +32,7 @@ def test_unknown_schema_version_rejected(bundle):
 def test_missing_artifact_field_named(bundle):
     d = json.loads((bundle / "manifest.json").read_text())
     del d["artifacts"][1]["sha256"]
-    with pytest.raises(ModelLoadError, match="artifact #1 is missing field 'sha256'"):
+    with pytest.raises(ModelLoadError, match=r"artifact #1 \('tflite-int8'\) is missing field 'sha256'"):
         manifest_from_dict(d)
 
 
@@ -50,5 +50,5 @@ def test_corrupt_json_rejected(bundle):
 
 
 def test_unknown_artifact_name_hint(bundle):
-    with pytest.raises(Exception, match="Did you mean 'tflite-int8'"):
+    with pytest.raises(UsageError, match="Did you mean 'tflite-int8'"):
         read_manifest(bundle).artifact("tflite-int9")

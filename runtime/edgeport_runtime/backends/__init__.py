@@ -11,7 +11,7 @@ import platform
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import BackendUnavailableError, unknown_name
+from ..errors import BackendUnavailableError, EdgeportError, ModelLoadError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,17 @@ def choose_backend(fmt: str, requested: Optional[str] = None) -> Backend:
 
 
 def open_session(backend: Backend, path: str, num_threads: int):
-    """Open ``path`` with ``backend`` and return its session."""
+    """Open ``path`` with ``backend`` and return its session.
+
+    Raises:
+        ModelLoadError: the interpreter cannot read the file (every failure, as one line).
+    """
     impl = importlib.import_module(f"{__name__}.{backend.implementation}")
-    return impl.open_session(backend, path, num_threads)
+    try:
+        return impl.open_session(backend, path, num_threads)
+    except EdgeportError:
+        raise
+    except Exception as e:  # UnicodeDecodeError, IndexError, ... from a corrupt file's metadata: one line
+        msg = " ".join(str(e).split())[:200]
+        raise ModelLoadError(f"{path}: {backend.name} cannot load it ({type(e).__name__}: {msg}); the file is "
+                             "corrupt, truncated or not a model edgeport wrote.") from None

@@ -1,6 +1,9 @@
 """ONNX sessions through onnxruntime (CPU execution provider)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from typing import List
 
 import numpy as np
@@ -45,8 +48,24 @@ def open_session(backend, path: str, num_threads: int) -> OnnxSession:
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        with stdout_to_stderr():  # onnxruntime prints "EP Error" banners on stdout, breaking `--json` output
+            sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
-        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({str(e).strip().splitlines()[0][:200]}); "
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({msg}); "
                              "the file is corrupt, truncated or not an ONNX model.") from None
     return OnnxSession(sess)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Point fd 1 at fd 2 for the duration: C++ code printing on stdout cannot corrupt machine-read output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
