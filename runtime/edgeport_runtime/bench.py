@@ -10,6 +10,9 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from .errors import EdgeportError
+from .manifest import contained_path, load_npy
+
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB, macOS in bytes)."""
@@ -23,12 +26,13 @@ def sample_input(model, batch: int = 1) -> np.ndarray:
     """Inputs to time with: the bundle's check inputs when it has them, else seeded random floats."""
     shape = [batch] + [d or 1 for d in model.inputs[0].shape[1:]]
     man = model.manifest
-    if man is not None and man.check.get("inputs"):
-        path = os.path.join(os.path.dirname(model.path), man.check["inputs"])
-        if os.path.isfile(path):
-            x = np.load(path, allow_pickle=False).astype(np.float32)
-            reps = int(np.ceil(batch / len(x)))
-            return np.concatenate([x] * reps)[:batch]
+    if man is not None and man.check.get("inputs") and getattr(model, "directory", None):
+        path = contained_path(model.directory, man.check["inputs"], "manifest check.inputs")
+        if path.is_file():
+            x = load_npy(path, "the bundle's check inputs")
+            if x.ndim == len(shape) and tuple(x.shape[1:]) == tuple(shape[1:]) and len(x):
+                reps = int(np.ceil(batch / len(x)))
+                return np.concatenate([x] * reps)[:batch].astype(np.float32)
     return np.random.default_rng(0).random(shape, dtype=np.float32)
 
 
@@ -44,7 +48,9 @@ def cold_start(path: str, backend: Optional[str] = None, threads: Optional[int] 
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
-        raise RuntimeError(f"cold-start child failed: {out.stderr.strip().splitlines()[-1:]}")
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise EdgeportError(f"the cold-start child process failed (exit {out.returncode}: {last[:200]}); "
+                            "re-run with --no-cold-start to skip it.")
     child = json.loads(out.stdout.strip().splitlines()[-1])
     return {"cold_start_s": round(wall, 4), "cold_start_rss_mb": round(child["rss_mb"], 1)}
 

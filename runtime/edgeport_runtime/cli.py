@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from typing import List, Optional
 
 import numpy as np
 
-from .errors import EdgeportError
+from .errors import EdgeportError, ModelLoadError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,6 +92,10 @@ def _predict(args) -> int:
             print(f"output {i}: shape {list(o.shape)}")
         return 0
     if task == "autoencoder":
+        if y.shape != (len(x), int(np.prod(x.shape[1:]))):
+            raise ModelLoadError(f"the manifest says task 'autoencoder' but the model maps inputs "
+                                 f"{list(x.shape[1:])} to outputs {list(y.shape[1:])}, not a reconstruction; the "
+                                 "manifest does not belong to this model.")
         err = np.mean((y - x.reshape(len(x), -1)) ** 2, axis=1)
         rows = [{"sample": i, "reconstruction_mse": float(e)} for i, e in enumerate(err)]
     else:
@@ -142,12 +147,40 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"info": _info, "predict": _predict, "bench": _bench}[args.command](args)
+        code = {"info": _info, "predict": _predict, "bench": _bench}[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `edgeport-run info B | head`: the reader left; nothing more to say
+        _silence_stdout()
+        return 0
     except EdgeportError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"edgeport-run {args.command}: error: {e}", file=sys.stderr)
+        print(f"edgeport-run {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print(f"edgeport-run {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # last resort: known bad inputs never get here (the fuzz test checks that)
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgeport-run {args.command}: internal error: {type(e).__name__}: {_one_line(e)} (a bug in "
+              "edgeport-run: re-run with --debug for the traceback and report it)", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

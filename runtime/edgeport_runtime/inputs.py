@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -27,12 +28,22 @@ def read_image(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray
     if len(input_shape) != 4:
         raise InputError(f"{path}: the model input has shape {input_shape}, not an image (N, H, W, C).")
     h, w, c = input_shape[1:]
+    if c not in (1, 3):
+        raise InputError(f"{path}: the model takes {c} channels per pixel; images give 1 (grayscale) or 3 (RGB). "
+                         "Pass a .npy array instead.")
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            raw = np.asarray(im, np.float32).reshape(1, h, w, c)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the image ({e}).") from None
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a device should refuse both
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+                raw = np.asarray(im, np.float32).reshape(1, h, w, c)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path}: the image has more than {Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's "
+                         "decompression-bomb limit); refusing to decode it. Resize it first.") from None
+    except Exception as e:  # OSError, SyntaxError, ValueError, struct.error...: Pillow's decoders raise many
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise InputError(f"{path}: cannot read the image ({msg}).") from None
     raw_range = pre.get("raw_range")
     if raw_range and raw_range[1] != 255:  # e.g. digits were 0..16: map 8-bit pixels onto that range
         raw = raw * (raw_range[1] - raw_range[0]) / 255.0 + raw_range[0]
@@ -78,8 +89,11 @@ def read_input(path: str, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
     if suffix == ".npy":
         try:
             x = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{p}: cannot read it as .npy ({e}).") from None
+        except Exception as e:  # OSError, ValueError, EOFError, UnicodeDecodeError from a corrupt header
+            msg = " ".join(str(e).split())[:200] or type(e).__name__
+            raise InputError(f"{p}: cannot read it as .npy ({msg}).") from None
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"{p}: expected one array in a .npy file, got {type(x).__name__}.")
         if x.ndim == len(input_shape) - 1:  # one sample without a batch dimension
             x = x[None]
         return x

@@ -239,6 +239,20 @@ def verify_artifact(bundle_dir: os.PathLike, art: Artifact) -> Path:
     return path
 
 
+def load_npy(path: os.PathLike, what: str) -> "np.ndarray":
+    """Load a numeric .npy file named by a manifest (no pickles); any failure is one ModelLoadError."""
+    import numpy as np  # deferred: the manifest module is read by tools that need only the JSON
+
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:  # OSError, ValueError, EOFError, ... from a corrupt or truncated file
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ModelLoadError(f"{path}: cannot read {what} ({msg}); the bundle is corrupt, re-copy it.") from None
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
+        raise ModelLoadError(f"{path}: {what} must be a numeric array, got dtype {getattr(x, 'dtype', '?')}.")
+    return x
+
+
 def write_manifest(bundle_dir: os.PathLike, manifest: Manifest) -> Path:
     """Write manifest.json atomically (temp file + rename) and return its path."""
     path = Path(bundle_dir) / MANIFEST_NAME

@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from . import backends
-from .manifest import read_manifest
+from .errors import EdgeportError, ModelLoadError
+from .manifest import contained_path, load_npy, read_manifest
 from .model import load
 
 INT8_STEPS = {"litert": 0, "onnxruntime": 0, "tflite-runtime": 4}
@@ -28,12 +29,17 @@ FLOAT_ATOL = 1e-5
 
 
 def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:
-    """Run the check inputs through every artifact an installed backend can run; return per-artifact results."""
+    """Run the check inputs through every artifact an installed backend can run; return per-artifact results.
+
+    Raises:
+        ModelLoadError / IntegrityError: no check inputs, unreadable files, or a manifest path outside the bundle
+            (checked before the file is opened).
+    """
     bdir = Path(bundle)
     man = read_manifest(bdir)
     if not man.check.get("inputs"):
-        raise ValueError(f"{bundle}: the bundle has no check inputs; re-run `edgeport convert`.")
-    x = np.load(bdir / man.check["inputs"], allow_pickle=False)
+        raise ModelLoadError(f"{bundle}: the bundle has no check inputs; re-run `edgeport convert`.")
+    x = load_npy(contained_path(bdir, man.check["inputs"], "manifest check.inputs"), "the check inputs")
     installed = backends.installed_backends()
     rows: List[Dict[str, Any]] = []
     for art in man.artifacts:
@@ -44,7 +50,11 @@ def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:
         with load(bdir, backend=usable[0], num_threads=threads, artifact=art.name) as m:
             y = m.predict(x)
             out = m.outputs[0]
-        want = np.load(bdir / art.check_outputs, allow_pickle=False)
+        want = load_npy(contained_path(bdir, art.check_outputs, f"artifact {art.name!r} check_outputs"),
+                        "the stored check outputs")
+        if want.shape != y.shape:
+            raise ModelLoadError(f"{bundle}: artifact {art.name!r} stored outputs of shape {list(want.shape)}, "
+                                 f"the model gives {list(y.shape)}; the bundle is inconsistent.")
         diff = float(np.abs(y - want).max())
         row = {"artifact": art.name, "backend": usable[0], "max_abs_diff": diff}
         if out.quantized:
@@ -65,7 +75,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    res = smoke(args.bundle, args.threads)
+    try:
+        res = smoke(args.bundle, args.threads)
+    except EdgeportError as e:
+        print(f"smoke: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_code
     if args.json:
         print(json.dumps(res, indent=2))
     else:
