@@ -14,7 +14,7 @@ MODEL ?= tiny_cnn
 OUT ?= runs/$(DATASET)-$(MODEL)
 TRAIN_ARGS ?=
 
-.PHONY: all run train convert parity bench report test test-runtime test-slow test-arm benchmarks dist venv clean help
+.PHONY: all run train convert parity bench report test test-runtime test-slow test-arm fuzz benchmarks dist venv clean help
 
 all: run
 
@@ -25,6 +25,7 @@ help:
 	@echo "make convert|parity|bench|report   one stage (DATASET=, MODEL=, OUT= as for train)"
 	@echo "make benchmarks training and runtime benchmarks (numbers in the README)"
 	@echo "make test-slow  long end-to-end tests;  make test-arm  emulated arm64/armhf checks (root)"
+	@echo "make fuzz       5,000 mutated models/manifests/archives through edgeport-runtime (FUZZ_CASES=, FUZZ_SEED=)"
 	@echo "make dist       build the edgeport-runtime wheel into dist/"
 
 venv: $(STAMP)
@@ -83,6 +84,12 @@ test-runtime: $(RSTAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
+
+# The runtime fuzzer at length (`make test` runs 650 of the same cases): prints cases, outcomes by class, time.
+FUZZ_CASES ?= 5000
+FUZZ_SEED ?= 1
+fuzz: $(RSTAMP)
+	cd runtime && ../$(RVENV)/bin/python tests/fuzzing.py --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
 
 # Emulated ARM (qemu-user + Debian chroots; needs root, installs qemu/mmdebstrap with apt, caches root
 # filesystems in ~/.cache/edgeport/rootfs). Fails loudly when emulation cannot be set up.

@@ -15,6 +15,7 @@ from .errors import IntegrityError, ModelLoadError
 
 MAX_JSON_DEPTH = 32  # the schema needs ~6 levels; deeper nesting is either a mistake or an attack
 MAX_DIM = 2 ** 31 - 1  # interpreters index tensors with int32
+MAX_STR = 1024  # names, dtypes, paths: longer values are corrupt and would flood one-line error messages
 
 
 def relative_path_error(rel: Any) -> Optional[str]:
@@ -112,8 +113,8 @@ class Fields:
         v = self.d[key]
         if v is None and nullable:
             return None
-        if not isinstance(v, str):
-            raise self._bad(key, "a string" + (" or null" if nullable else ""))
+        if not isinstance(v, str) or len(v) > MAX_STR:
+            raise self._bad(key, f"a string of at most {MAX_STR} characters" + (" or null" if nullable else ""))
         return v
 
     def int(self, key: str, required: bool = False, nullable: bool = False, minimum: int = 0):

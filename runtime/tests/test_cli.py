@@ -30,7 +30,7 @@ def test_predict_npy_matches_library(bundle, tmp_path, capsys):
     code, out, _ = run(capsys, "predict", bundle, "--input", tmp_path / "x.npy", "--json")
     assert code == 0
     np.testing.assert_array_equal(np.asarray(json.loads(out)["outputs"], np.float32),
-                                  np.load(bundle / "check_tflite-int8.npy"))
+                                  np.load(bundle / "oracle_tflite-int8.npy"))
 
 
 def test_predict_single_sample_npy_gets_batch_dim(bundle, tmp_path, capsys):
@@ -48,7 +48,7 @@ def test_predict_image_uses_manifest_preprocessing(bundle, tmp_path, capsys):
     code, out, _ = run(capsys, "predict", bundle, "--input", tmp_path / "d.png", "--json")
     assert code == 0
     got = np.asarray(json.loads(out)["outputs"])[0]
-    want = np.load(bundle / "check_tflite-int8.npy")[0]
+    want = np.load(bundle / "oracle_tflite-int8.npy")[0]
     assert got.argmax() == want.argmax()
 
 

@@ -48,7 +48,9 @@ def open_session(backend, path: str, num_threads: int) -> OnnxSession:
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:
-        with stdout_to_stderr():  # onnxruntime prints "EP Error" banners on stdout, breaking `--json` output
+        # onnxruntime prints multi-line "EP Error" banners on stdout (breaking `--json`) that repeat the error
+        # raised below: keep them off stdout, and out of sight unless EDGEPORT_VERBOSE is set
+        with stdout_elsewhere():
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
         msg = " ".join(str(e).split())[:200] or type(e).__name__
@@ -58,14 +60,17 @@ def open_session(backend, path: str, num_threads: int) -> OnnxSession:
 
 
 @contextlib.contextmanager
-def stdout_to_stderr():
-    """Point fd 1 at fd 2 for the duration: C++ code printing on stdout cannot corrupt machine-read output."""
+def stdout_elsewhere():
+    """Point fd 1 at stderr (EDGEPORT_VERBOSE set) or /dev/null for the duration: nothing a library prints,
+    from Python or C++, can corrupt machine-read output on stdout."""
     sys.stdout.flush()
     saved = os.dup(1)
+    target = os.dup(2) if os.environ.get("EDGEPORT_VERBOSE") else os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(2, 1)
+        os.dup2(target, 1)
         yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+        os.close(target)

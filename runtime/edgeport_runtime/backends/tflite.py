@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..manifest import TensorSpec
+from .tflite_verify import verify_tflite
 
 
 def _spec(d) -> TensorSpec:
@@ -91,13 +92,15 @@ def open_session(backend, path: str, num_threads: int) -> TFLiteSession:
     """Open a .tflite file; raise ModelLoadError (never crash) on a corrupt or truncated file."""
     mod = importlib.import_module(backend.module)
     with open(path, "rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or head[4:8] != b"TFL3":
+        data = f.read()
+    if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelLoadError(f"{path}: not a TFLite flatbuffer (missing the TFL3 identifier); "
                              "the file is corrupt, truncated or not a .tflite model.")
+    verify_tflite(data, path)  # the interpreter does not verify offsets: a corrupt file could crash it in C++
     try:
         with quiet_stderr():  # LiteRT prints an INFO line per interpreter ("Created ... XNNPACK delegate")
-            it = mod.Interpreter(model_path=str(path), num_threads=int(num_threads))
+            # the verified bytes themselves, so the file cannot change between the check and the load
+            it = mod.Interpreter(model_content=data, num_threads=int(num_threads))
             it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ModelLoadError(f"{path}: {backend.name} cannot load it ({str(e).strip().splitlines()[0]}).") from None

@@ -1,0 +1,413 @@
+"""A seeded fuzzer for edgeport-runtime: mutated models, manifests and archives must fail cleanly.
+
+Every case is generated from (seed, index) alone, so a failure is reproduced by its index. Cases run in worker
+subprocesses (a segfault kills the worker, not the fuzzer, and is counted as a crash); each case gets a fresh
+working directory and TMPDIR inside a watched directory. A case passes when loading/predicting either works or
+raises one of the runtime's documented error classes with a one-line message, and afterwards nothing new exists
+in the watched directory (no leaked temp dirs, nothing extracted outside).
+
+    python tests/fuzzing.py --cases 5000 --seed 1      # from runtime/, in .venv-runtime (`make fuzz`)
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundle"
+MODELS = ("tflite-int8.tflite", "tflite-fp32.tflite", "onnx-fp32.onnx")
+DOCUMENTED = {"UsageError", "InputError", "ModelLoadError", "ModelRunError", "IntegrityError",
+              "BackendUnavailableError"}
+CASE_TIMEOUT_S = 30.0  # one case loads at most 3 tiny models; 30 s means it hangs, even on 2 busy cores
+
+# The mix of a run: (kind, share). Models dominate: they reach the most C++ code.
+MIX = (("tflite", 0.385), ("onnx", 0.385), ("manifest", 0.15), ("archive", 0.08))
+
+
+def kind_of(i: int, n: int) -> str:
+    """Deterministic kind of case ``i`` of ``n``: the shares of :data:`MIX`, interleaved."""
+    r = random.Random(i * 7919 + 17).random()
+    acc = 0.0
+    for kind, share in MIX:
+        acc += share
+        if r < acc:
+            return kind
+    return MIX[-1][0]
+
+
+# ---------------------------------------------------------------- mutations (pure functions of an rng)
+
+def mutate_bytes(data: bytes, rng: random.Random, donor: bytes) -> bytes:
+    """Byte flips, truncation, splices from another model, zeroed ranges, duplicated chunks."""
+    b = bytearray(data)
+    op = rng.choice(["flip", "flip", "truncate", "splice", "zero", "dup", "flip_header"])
+    if op == "flip":
+        for _ in range(rng.randint(1, 16)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+    elif op == "flip_header":  # the first KB holds offsets and tables: most likely to derail a parser
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(min(len(b), 1024))] = rng.randrange(256)
+    elif op == "truncate":
+        b = b[:rng.randrange(len(b))]
+    elif op == "splice":
+        start, n = rng.randrange(len(donor)), rng.randint(1, 512)
+        at = rng.randrange(len(b))
+        b[at:at + n] = donor[start:start + n]
+    elif op == "zero":
+        at, n = rng.randrange(len(b)), rng.randint(1, 256)
+        b[at:at + n] = bytes(len(b[at:at + n]))
+    else:
+        at, n = rng.randrange(len(b)), rng.randint(1, 256)
+        b[at:at] = b[at:at + n]
+    return bytes(b)
+
+
+BAD_VALUES: List[Any] = ["x", "", "abc", 0, -1, 1.5, 10 ** 30, 1e308, float("nan"), float("inf"), None, True,
+                         False, [], [1, "a"], {}, {"a": 1}, "../../etc/passwd", "/etc/passwd", "a\\b", "a\x00b",
+                         "x" * 5000]
+PATH_ESCAPES = ["../outside.tflite", "../../outside.tflite", "/etc/passwd", "sub/../../x", "a\\..\\b", "a\x00b",
+                "", ".", "link-out/x", "link-out"]
+
+
+def _paths(obj: Any, prefix=()) -> List[tuple]:
+    out = [prefix]
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _paths(v, prefix + (i,))
+    return out
+
+
+def _set(obj: Any, path: tuple, value: Any, delete: bool = False) -> Any:
+    if not path:
+        return value
+    parent = obj
+    for k in path[:-1]:
+        parent = parent[k]
+    if delete:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return obj
+
+
+def mutate_manifest(d: Dict[str, Any], rng: random.Random) -> str:
+    """A JSON-level mutation of the manifest, returned as the text to write."""
+    op = rng.choice(["type", "type", "delete", "path", "path", "deep", "text", "huge"])
+    paths = _paths(d)
+    if op == "deep":
+        depth = rng.choice([40, 1000, 100_000])
+        return json.dumps(d)[:-1] + ', "extra_nesting": ' + "[" * depth + "]" * depth + "}"
+    if op == "text":
+        t = bytearray(json.dumps(d, indent=1).encode())
+        for _ in range(rng.randint(1, 8)):
+            t[rng.randrange(len(t))] = rng.randrange(256)
+        return t.decode("utf-8", "replace") if rng.random() < 0.5 else t[:rng.randrange(len(t))].decode("latin-1")
+    if op == "huge":
+        return json.dumps(d)[:-1] + ', "n": ' + "9" * rng.choice([20, 5000]) + "}"
+    if op == "path":
+        targets = [p for p in paths if p and p[-1] in ("path", "check_outputs", "inputs", "keras_outputs")
+                   and isinstance(_get(d, p), str)]
+        d = _set(d, rng.choice(targets), rng.choice(PATH_ESCAPES))
+    elif op == "delete":
+        p = rng.choice([p for p in paths if p])
+        d = _set(d, p, None, delete=True)
+    else:
+        p = rng.choice(paths)
+        d = _set(d, p, rng.choice(BAD_VALUES))
+    return json.dumps(d, allow_nan=True)
+
+
+def _get(obj, path):
+    for k in path:
+        obj = obj[k]
+    return obj
+
+
+def make_archive(case_dir: Path, rng: random.Random, watched: Path) -> Path:
+    """A crafted bundle archive: traversal, links, devices, bombs, many members, truncation, nesting."""
+    kind = rng.choice(["tar.gz", "zip", "tar"])
+    op = rng.choice(["traversal", "absolute", "symlink", "hardlink", "device", "bomb", "many", "truncate",
+                     "flip", "nested", "two", "setuid", "ok"])
+    if kind == "zip" and op in ("symlink", "hardlink", "device", "setuid"):
+        op = rng.choice(["traversal", "bomb", "many", "truncate", "flip"])
+    arc = case_dir / f"b.{kind}"
+    members: List[tuple] = []  # (name, bytes | None for special, tarinfo tweak)
+    top = {"nested": "TOP/bundle/", "two": "A/"}.get(op, "bundle/")
+    for f in sorted(FIXTURE.iterdir()):
+        members.append((top + f.name, f.read_bytes(), None))
+    if op == "two":
+        members += [("B/" + f.name, f.read_bytes(), None) for f in sorted(FIXTURE.iterdir())]
+    depth = rng.randint(1, 3)  # from the extraction dir, 3 levels up is still inside the watched directory
+    if op == "traversal":
+        members.append(("../" * depth + "escaped.txt", b"pwned", None))
+    elif op == "absolute":
+        members.append((str(watched / "absolute-escape.txt"), b"pwned", None))
+    elif op == "bomb":
+        members.append(("bundle/zeros.bin", b"\0" * rng.choice([4, 12]) * (1 << 20), None))
+    elif op == "many":
+        members += [(f"bundle/m{i}.txt", b"", None) for i in range(300)]  # the cap is 256
+    elif op in ("symlink", "hardlink", "device", "setuid"):
+        members.append(("bundle/special", None, op))
+    if kind == "zip":
+        with zipfile.ZipFile(arc, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data, _ in members:
+                z.writestr(name, data)
+    else:
+        with tarfile.open(arc, "w:gz" if kind == "tar.gz" else "w") as t:
+            for name, data, special in members:
+                ti = tarfile.TarInfo(name)
+                if special == "symlink":
+                    ti.type, ti.linkname = tarfile.SYMTYPE, "../" * depth + "watched-target"
+                elif special == "hardlink":
+                    ti.type, ti.linkname = tarfile.LNKTYPE, str(watched / "hard-target")
+                elif special == "device":
+                    ti.type, ti.devmajor, ti.devminor = tarfile.CHRTYPE, 1, 3
+                elif special == "setuid":
+                    ti.mode, data = 0o4755, b"#!/bin/sh\n"
+                if data is not None:
+                    ti.size = len(data)
+                    t.addfile(ti, io.BytesIO(data))
+                else:
+                    t.addfile(ti)
+            if op == "symlink":  # then a file written "through" the link
+                ti = tarfile.TarInfo("bundle/special/through.txt")
+                ti.size = 5
+                t.addfile(ti, io.BytesIO(b"pwned"))
+    raw = arc.read_bytes()
+    if op == "truncate":
+        arc.write_bytes(raw[:rng.randrange(len(raw))])
+    elif op == "flip":
+        arc.write_bytes(mutate_bytes(raw, rng, raw))
+    return arc
+
+
+# ---------------------------------------------------------------- the worker side
+
+def _make_case(i: int, n: int, seed: int, case_dir: Path, watched: Path):
+    """Write case ``i``'s files into ``case_dir``; return (kind, path to load, run smoke too)."""
+    rng = random.Random(seed * 1_000_003 + i)
+    kind = kind_of(i, n)
+    if kind in ("tflite", "onnx"):
+        names = [m for m in MODELS if m.endswith(kind)]
+        src = (FIXTURE / rng.choice(names)).read_bytes()
+        donor = (FIXTURE / rng.choice(MODELS)).read_bytes()
+        out = case_dir / f"m.{kind}"
+        out.write_bytes(mutate_bytes(src, rng, donor))
+        return kind, out, False
+    if kind == "manifest":
+        bdir = case_dir / "bundle"
+        shutil.copytree(FIXTURE, bdir)
+        (case_dir / "outside.tflite").write_bytes((FIXTURE / MODELS[0]).read_bytes())
+        os.symlink(str(case_dir), str(bdir / "link-out"))  # a symlink leading out of the bundle
+        d = json.loads((FIXTURE / "manifest.json").read_text())
+        (bdir / "manifest.json").write_text(mutate_manifest(d, rng), encoding="utf-8", errors="surrogatepass")
+        return kind, bdir, True
+    return kind, make_archive(case_dir, rng, watched), False
+
+
+def _exercise(path: Path, smoke: bool) -> None:
+    import numpy as np
+
+    import edgeport_runtime as er
+    from edgeport_runtime.smoke import smoke as run_smoke
+
+    with er.load(path, num_threads=1) as m:
+        _ = m.info
+        shape = [1 if d is None else d for d in m.inputs[0].shape]
+        if len(m.inputs) == 1 and int(np.prod(shape)) <= 1_000_000:  # a crafted shape must not eat the RAM
+            x = np.random.default_rng(0).random(shape, dtype=np.float32)
+            if m.inputs[0].dtype in ("float32", "int8", "uint8", "int16") or m.inputs[0].quantized:
+                m.predict(x)
+    if smoke:
+        run_smoke(str(path), threads=1)
+
+
+def _one(i: int, n: int, seed: int, base: Path) -> Dict[str, Any]:
+    import edgeport_runtime as er
+
+    case_dir = Path(tempfile.mkdtemp(prefix=f"case{i}-", dir=base / "cases"))
+    res: Dict[str, Any] = {"i": i}
+    try:
+        kind, path, smoke = _make_case(i, n, seed, case_dir, base / "w")
+        res["kind"] = kind
+        try:
+            _exercise(path, smoke)
+            res["outcome"] = "ok"
+        except er.EdgeportError as e:
+            name = type(e).__name__
+            one_line = "\n" not in str(e) and len(str(e)) < 4000  # one line, not a dump
+            res["outcome"] = name if name in DOCUMENTED and one_line else f"FAIL:{name}:multi-line"
+            res["message"] = str(e)[:300]
+        except Exception as e:  # noqa: BLE001 - the point: anything undocumented is a failure
+            res["outcome"] = f"FAIL:{type(e).__name__}"
+            res["message"] = " ".join(str(e).split())[:300]
+    finally:
+        shutil.rmtree(case_dir, ignore_errors=True)
+    import gc
+
+    gc.collect()  # a leaked Model's weakref.finalize must have removed its extracted archive by now
+    left = sorted(_snapshot(base) - _BASELINE)
+    if left:
+        res["outcome"] = "FAIL:wrote-outside"
+        res["message"] = ", ".join(left[:5])
+        for p in left:  # clean up so the next case is judged on its own
+            shutil.rmtree(base / p, ignore_errors=True) if (base / p).is_dir() else (base / p).unlink(missing_ok=True)
+    return res
+
+
+_BASELINE: set = set()
+
+
+def _snapshot(base: Path) -> set:
+    """Every path under ``base`` except the case files themselves."""
+    return {str(p.relative_to(base)) for p in base.rglob("*") if not str(p.relative_to(base)).startswith("cases")}
+
+
+def worker_main(seed: int, n: int, base: str) -> None:
+    """Read case indices from stdin, print one JSON result line per case."""
+    import logging
+
+    import edgeport_runtime  # noqa: F401
+    from edgeport_runtime import backends
+
+    logging.disable(logging.CRITICAL)
+    b = Path(base)
+    os.chdir(b / "w" / "cwd")
+    for name in backends.installed_backends():  # importing onnxruntime writes TMPDIR/.ses: the baseline has it
+        __import__(backends.BACKENDS[name].module)
+    _BASELINE.update(_snapshot(b))
+    for line in sys.stdin:
+        res = _one(int(line), n, seed, b)
+        sys.stdout.write(json.dumps(res) + "\n")
+        sys.stdout.flush()
+
+
+# ---------------------------------------------------------------- the driver
+
+class _Worker:
+    def __init__(self, seed: int, n: int, base: Path):
+        env = dict(os.environ, TMPDIR=str(base / "w" / "tmp"), PYTHONFAULTHANDLER="")
+        env.pop("PYTHONFAULTHANDLER")
+        self.p = subprocess.Popen([sys.executable, __file__, "--worker", str(seed), str(n), str(base)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env, cwd=str(base / "w" / "cwd"))
+
+    def stop(self) -> None:
+        try:
+            self.p.kill()
+        except OSError:
+            pass
+        self.p.wait()
+
+
+def run(cases: int, seed: int = 1, workers: int = 2, progress: bool = False) -> Dict[str, Any]:
+    """Run ``cases`` cases; return counts by kind and outcome, the failures, and the wall time."""
+    import selectors
+
+    t0 = time.time()
+    root = Path(tempfile.mkdtemp(prefix="edgeport-fuzz-"))
+    bases = []
+    for k in range(workers):
+        b = root / f"w{k}"
+        for d in ("cases", "w/tmp", "w/cwd"):
+            (b / d).mkdir(parents=True)
+        bases.append(b)
+    todo = list(range(cases))[::-1]
+    results: List[Dict[str, Any]] = []
+    pool = [_Worker(seed, cases, b) for b in bases]
+    current: List[Optional[tuple]] = [None] * workers
+    sel = selectors.DefaultSelector()
+
+    def feed(k: int) -> None:
+        if todo:
+            i = todo.pop()
+            current[k] = (i, time.time())
+            pool[k].p.stdin.write(f"{i}\n")
+            pool[k].p.stdin.flush()
+        else:
+            current[k] = None
+
+    for k in range(workers):
+        sel.register(pool[k].p.stdout, selectors.EVENT_READ, k)
+        feed(k)
+    try:
+        while any(c is not None for c in current):
+            for key, _ in sel.select(timeout=1.0):
+                k = key.data
+                line = pool[k].p.stdout.readline()
+                if line:
+                    results.append(json.loads(line))
+                    feed(k)
+                    continue
+                # the worker died mid-case: a crash in C (segfault/abort) or the OOM killer
+                i = current[k][0]
+                rc = pool[k].p.wait()
+                results.append({"i": i, "kind": kind_of(i, cases), "outcome": f"FAIL:crash(rc={rc})",
+                                "message": pool[k].p.stderr.read()[-300:]})
+                sel.unregister(pool[k].p.stdout)
+                pool[k] = _Worker(seed, cases, bases[k])
+                sel.register(pool[k].p.stdout, selectors.EVENT_READ, k)
+                feed(k)
+            for k, c in enumerate(current):
+                if c is not None and time.time() - c[1] > CASE_TIMEOUT_S:
+                    results.append({"i": c[0], "kind": kind_of(c[0], cases), "outcome": "FAIL:hang"})
+                    sel.unregister(pool[k].p.stdout)
+                    pool[k].stop()
+                    pool[k] = _Worker(seed, cases, bases[k])
+                    sel.register(pool[k].p.stdout, selectors.EVENT_READ, k)
+                    feed(k)
+            if progress and len(results) % 500 == 0 and results:
+                print(f"  {len(results)}/{cases} cases, {time.time() - t0:.0f} s", file=sys.stderr)
+    finally:
+        for w in pool:
+            w.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    by_kind: Dict[str, Counter] = {}
+    for r in results:
+        by_kind.setdefault(r["kind"], Counter())[r["outcome"]] += 1
+    failures = [r for r in results if r["outcome"].startswith("FAIL")]
+    return {"cases": len(results), "seed": seed, "seconds": round(time.time() - t0, 1),
+            "outcomes": dict(Counter(r["outcome"] for r in results)),
+            "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())}, "failures": failures}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """CLI of `make fuzz`: print the numbers; exit 1 when any case failed."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    r = run(args.cases, args.seed, args.workers, progress=True)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"fuzz: {r['cases']} cases (seed {r['seed']}) in {r['seconds']} s, {len(r['failures'])} failures")
+        for kind, counts in r["by_kind"].items():
+            print(f"  {kind:<9} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda x: -x[1])))
+        for f in r["failures"][:20]:
+            print(f"  FAILED case {f['i']} ({f['kind']}): {f['outcome']} {f.get('message', '')[:200]}")
+    return 1 if r["failures"] else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker_main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    else:
+        sys.exit(main())
