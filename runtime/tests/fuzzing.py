@@ -30,7 +30,8 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundle"
 MODELS = ("tflite-int8.tflite", "tflite-fp32.tflite", "onnx-fp32.onnx")
 DOCUMENTED = {"UsageError", "InputError", "ModelLoadError", "ModelRunError", "IntegrityError",
               "BackendUnavailableError"}
-CASE_TIMEOUT_S = 30.0  # one case loads at most 3 tiny models; 30 s means it hangs, even on 2 busy cores
+# one case loads at most 3 tiny models; 30 s means it hangs, even on 2 busy cores
+CASE_TIMEOUT_S = float(os.environ.get("EDGEPORT_FUZZ_TIMEOUT", "30"))
 
 # The mix of a run: (kind, share). Models dominate: they reach the most C++ code.
 MIX = (("tflite", 0.385), ("onnx", 0.385), ("manifest", 0.15), ("archive", 0.08))
@@ -220,6 +221,22 @@ def _make_case(i: int, n: int, seed: int, case_dir: Path, watched: Path):
     return kind, make_archive(case_dir, rng, watched), False
 
 
+def _selftest(i: int, base: Path) -> None:
+    """EDGEPORT_FUZZ_SELFTEST=1: cases that must be reported as failures (proves the harness can fail)."""
+    import edgeport_runtime as er
+
+    if i == 0:
+        os.abort()  # a crash in C
+    if i == 1:
+        (base / "w" / "leaked.txt").write_text("x")  # a write outside the case's directory
+    if i == 2:
+        raise ValueError("undocumented")
+    if i == 3:
+        raise er.ModelLoadError("two\nlines")
+    if i == 4:
+        time.sleep(CASE_TIMEOUT_S * 2)  # a hang
+
+
 def _exercise(path: Path, smoke: bool) -> None:
     import numpy as np
 
@@ -246,6 +263,8 @@ def _one(i: int, n: int, seed: int, base: Path) -> Dict[str, Any]:
         kind, path, smoke = _make_case(i, n, seed, case_dir, base / "w")
         res["kind"] = kind
         try:
+            if os.environ.get("EDGEPORT_FUZZ_SELFTEST"):
+                _selftest(i, base)
             _exercise(path, smoke)
             res["outcome"] = "ok"
         except er.EdgeportError as e:

@@ -85,3 +85,58 @@ def test_wrong_shape_npy_shows_expected_vs_got(bundle, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((2, 9, 8, 1), np.float32))
     code, _, err = run(capsys, "predict", bundle, "--input", tmp_path / "x.npy")
     assert code == 2 and "expected shape ['N', 8, 8, 1], got [2, 9, 8, 1]" in err
+
+
+def test_info_into_a_closed_pipe_exits_quietly(bundle):
+    """`edgeport-run info B | head -c0`: the reader is gone before the first write."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "edgeport_runtime.cli", "info", str(bundle)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # closed long before the child has imported numpy and written anything
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and err == ""
+
+
+def test_unexpected_exception_is_one_line_internal_error(bundle, capsys, monkeypatch):
+    from edgeport_runtime import cli
+
+    def boom(args):
+        raise ValueError("something\nspread over\nlines")
+
+    monkeypatch.setattr(cli, "_info", boom)
+    code, out, err = run(capsys, "info", bundle)
+    assert code == 2 and out == ""
+    assert err.startswith("edgeport-run info: internal error: ValueError: something spread over lines")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_onnxruntime_banner_kept_off_stdout_for_json(tmp_path, bundle):
+    """A model whose op name is not UTF-8 makes onnxruntime print an 'EP Error' banner with print()."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes((bundle / "onnx-fp32.onnx").read_bytes().replace(b"Softmax", b"\xffoftmax"))
+    out = subprocess.run([sys.executable, "-m", "edgeport_runtime.cli", "info", str(bad), "--json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "onnxruntime cannot load it" in out.stderr
+
+
+def test_image_over_the_pixel_limit_is_input_error(bundle, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    # Pillow refuses > 2x MAX_IMAGE_PIXELS and only warns above 1x: lower the limit so a small file is a "bomb"
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for side, name in ((50, "bomb.png"), (40, "warn.png")):  # 2,500 px > 2 x 1,000; 1,600 px > 1,000
+        Image.new("L", (side, side)).save(tmp_path / name)
+        code, _, err = run(capsys, "predict", bundle, "--input", tmp_path / name)
+        assert code == 2 and "more than 1,000 pixels" in err and len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_image_is_one_line_input_error(bundle, tmp_path, capsys):
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    code, _, err = run(capsys, "predict", bundle, "--input", tmp_path / "x.png")
+    assert code == 2 and "cannot read the image" in err and len(err.strip().splitlines()) == 1

@@ -20,3 +20,18 @@ def test_fuzz_cases_fail_cleanly_and_write_nothing_outside():
         errors = sum(v for k, v in r["by_kind"][kind].items() if k != "ok")
         assert errors >= 10, (kind, r["by_kind"][kind])
     assert r["by_kind"]["manifest"].get("IntegrityError", 0) > 0  # path escapes were refused as such
+
+
+def test_fuzz_harness_reports_crash_leak_undocumented_multiline_and_hang(monkeypatch):
+    """The harness itself must be able to fail: planted bad cases are each counted as a failure."""
+    monkeypatch.setenv("EDGEPORT_FUZZ_SELFTEST", "1")
+    monkeypatch.setenv("EDGEPORT_FUZZ_TIMEOUT", "5")  # the planted hang sleeps 2x this
+    monkeypatch.setattr(fuzzing, "CASE_TIMEOUT_S", 5.0)
+    r = fuzzing.run(6, seed=1, workers=2)
+    got = {f["i"]: f["outcome"] for f in r["failures"]}
+    assert got[0].startswith("FAIL:crash(rc=-6)")  # SIGABRT
+    assert got[1] == "FAIL:wrote-outside"
+    assert got[2] == "FAIL:ValueError"
+    assert got[3] == "FAIL:ModelLoadError:multi-line"
+    assert got[4] == "FAIL:hang"
+    assert 5 not in got and r["cases"] == 6

@@ -220,3 +220,49 @@ def test_missing_artifact_file(bundle):
     shutil.rmtree(bundle / "nothing", ignore_errors=True)
     with pytest.raises(IntegrityError, match="missing"):
         er.load(bundle)
+
+
+def test_int8_array_to_predict_refused_with_predict_raw_hint(bundle):
+    m = er.load(bundle)  # tflite-int8: int8 input
+    q = er.quantize(_inputs(bundle), m.inputs[0].scale, m.inputs[0].zero_point)
+    with pytest.raises(InputError, match=r"got int8 data for a quantized int8 input.*predict_raw\(\)"):
+        m.predict(q)
+    assert m.predict(q.astype(np.float32)).shape == (8, 10)  # an explicit float conversion is the user's call
+
+
+def test_predict_after_close_is_a_usage_error(bundle):
+    m = er.load(bundle)
+    m.close()
+    for call in (lambda: m.predict(_inputs(bundle)), lambda: m.predict(_inputs(bundle)[:1]),
+                 lambda: m.predict_raw(np.zeros((1, 8, 8, 1), np.int8))):
+        with pytest.raises(er.UsageError, match="this model was closed"):
+            call()
+
+
+def test_interpreter_failure_at_predict_is_model_run_error(bundle):
+    m = er.load(bundle)
+
+    class Broken:
+        def run(self, arrays):
+            raise RuntimeError("XNNPACK: node 3 failed\nsecond line")
+
+    m._session = Broken()  # what a corrupt-but-loadable model does at invoke time
+    for x in (_inputs(bundle)[:1], _inputs(bundle).astype(np.float64)):  # the fast path and the checked path
+        with pytest.raises(er.ModelRunError, match="RuntimeError: XNNPACK: node 3 failed second line") as e:
+            m.predict(x)
+        assert isinstance(e.value, ModelLoadError)
+
+
+def test_flatbuffer_with_broken_offsets_refused_before_the_interpreter(bundle, tmp_path, monkeypatch):
+    import ai_edge_litert.interpreter as litert
+
+    data = bytearray((bundle / "tflite-fp32.tflite").read_bytes())
+    root = int.from_bytes(data[:4], "little")
+    data[root:root + 4] = (0x7FFFFFF0).to_bytes(4, "little")  # the root table's vtable offset points nowhere
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(bytes(data))
+    created = []
+    monkeypatch.setattr(litert, "Interpreter", lambda *a, **k: created.append(1))
+    with pytest.raises(ModelLoadError, match="not a valid TFLite flatbuffer"):
+        er.load(bad)
+    assert created == []
