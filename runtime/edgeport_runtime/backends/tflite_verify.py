@@ -21,6 +21,9 @@ from ..errors import ModelLoadError
 _TYPE_SIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 0, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 13: 0, 14: 0,
               15: 4, 16: 2, 17: 0, 18: 0, 19: 0, 20: 0}
 _MAX_ELEMENTS = 1 << 31
+# Zero points TFLite allows per tensor type: int8/uint8 within their range; int16 activations and int32/int64
+# biases are symmetric (zero point 0)
+_ZP_RANGE = {9: (-128, 127), 3: (0, 255), 7: (0, 0), 2: (0, 0), 4: (0, 0)}
 
 
 class _Bad(Exception):
@@ -148,6 +151,11 @@ def _verify(buf: _Buf) -> None:
                 ns, nz = qt.vec(2, 4)[1], qt.vec(3, 8)[1]
                 if ns and nz and ns != nz:
                     raise _Bad(f"tensor {t} of subgraph {g} has {ns} scales but {nz} zero points")
+                lo, hi = _ZP_RANGE.get(ttype, (None, None))
+                if lo is not None and any(not lo <= z <= hi for z in qt.ints(3, "<q")):
+                    # XNNPACK rejects such a zero point, and LiteRT's error path after that rejection has
+                    # crashed the process (seen in the fuzzer): refuse it here
+                    raise _Bad(f"tensor {t} of subgraph {g} has a zero point outside [{lo}, {hi}] for its type")
                 qd = qt.scalar(6, "<i")
                 if ns > 1 and not (0 <= qd < max(1, len(shape)) and (not shape or shape[qd] == ns)):
                     raise _Bad(f"tensor {t} of subgraph {g}: per-channel quantization does not fit its shape")
