@@ -182,8 +182,9 @@ def manifest_from_dict(d: Any, where: str = MANIFEST_NAME) -> Manifest:
         raise ModelLoadError(f"{where}: field 'labels' must be a list of strings; the manifest is corrupt.")
     check = f.dict("check") or {}
     cf = Fields(check, f"{where}: check")
-    for key in check:  # every value of "check" names a file of the bundle
-        cf.path(key)
+    for key, value in check.items():  # every string in "check" names a file of the bundle
+        if isinstance(value, str) or isinstance(value, (list, dict)):
+            cf.path(key)
     return Manifest(
         artifacts=arts, task=f.str("task", default="classification"), labels=list(labels),
         preprocessing=dict(f.dict("preprocessing") or {}), source=dict(f.dict("source") or {}),
