@@ -231,7 +231,10 @@ def verify_artifact(bundle_dir: os.PathLike, art: Artifact) -> Path:
     path = contained_path(bundle_dir, art.path, f"artifact {art.name!r} path")
     if not path.is_file():
         raise IntegrityError(f"{path}: listed in the manifest as artifact {art.name!r} but missing.")
-    got = sha256_file(path)
+    try:
+        got = sha256_file(path)
+    except OSError as e:  # permissions, a directory named like the file, an I/O error
+        raise ModelLoadError(f"{path}: cannot read artifact {art.name!r} ({e.strerror or e}).") from None
     if got != art.sha256:
         raise IntegrityError(
             f"{path}: sha256 mismatch (manifest {art.sha256[:12]}..., file {got[:12]}...); the file is corrupt, "
