@@ -40,6 +40,9 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     a("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize image-folder images (default 32 32)")
     a("--channels", type=int, help="1 (grayscale) or 3 (RGB) for image folders (default 1)")
     a("--label-column", help="CSV label column (default: the last column)")
+    a("--no-standardize", dest="standardize", action="store_const", const=False,
+      help="keep tabular (CSV/.npz vector) features as they are; by default each feature is standardized to "
+           "mean 0, std 1 with statistics of the training split, recorded for devices (TOML: standardize = false)")
     a("--width", type=float, help="mobilenet_v1 width multiplier (default 0.25)")
     a("--max-samples", type=int, help="use a stratified subset of this many samples (quick runs)")
     a("--no-cache", dest="cache", action="store_const", const=False, help="do not cache decoded datasets")
