@@ -26,6 +26,7 @@ from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_man
 
 from ..fsutil import check_out_dir, staged_dir
 from ..train.datasets import skipped_summary
+from ..train.preprocess import standardize_like
 from .recipes import RECIPES, Recipe, recipe_options
 
 CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
@@ -108,12 +109,16 @@ def resolve_data(model: Path, data: Optional[str], seed: int) -> Data:
     from ..train.datasets import load_dataset
     from ..train.trainer import stratified_split
 
-    ds = load_dataset(data, seed)
+    # the model's own run (if it sits in one) says which CSV column held the labels and how features were scaled
+    run_json = model.parent / "train.json"
+    run = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    ds = load_dataset(data, seed, label_column=run.get("config", {}).get("label_column"))
     if ds.x_test is not None:
         xtr, ytr, xte, yte = ds.x, ds.y, ds.x_test, ds.y_test
     else:
         xtr, xte, ytr, yte = stratified_split(ds.x, ds.y, 0.2, seed)
-    return Data(xtr, ytr, None, None, xte, yte, "classification", ds.class_names, ds.preprocessing,
+    pre, (xtr, xte) = standardize_like(run.get("preprocessing", {}), ds.kind, ds.preprocessing, xtr, xte)
+    return Data(xtr, ytr, None, None, xte, yte, "classification", ds.class_names, pre,
                 f"dataset {data} (20% held out, seed {seed})", notes=ds.notes)
 
 

@@ -194,3 +194,30 @@ def test_skipped_images_listed_on_screen_in_train_and_convert(tmp_path, cli):
                          "tflite-fp32", "--out", tmp_path / "bundle")
     assert code == 0, err
     assert "skipped 7 unreadable image files: " in out
+
+
+def test_convert_with_csv_data_uses_the_runs_statistics(wine_run, tmp_path, cli):
+    out, data, _ = wine_run
+    path, _, _ = _wine_csv(tmp_path / "wine.csv")
+    code, _, err = cli("convert", out / "model.keras", "--data", path, "--recipes", "tflite-fp32",
+                       "--out", tmp_path / "bundle")
+    assert code == 0, err
+    recorded = json.loads((out / "train.json").read_text())["preprocessing"]
+    pre = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["preprocessing"]
+    assert pre["feature_mean"] == recorded["feature_mean"] and pre["feature_std"] == recorded["feature_std"]
+    # The held-out check inputs stored in the bundle are wine rows standardized with the run's statistics
+    # (hand-computed here); float32 arithmetic on values of order 1: 1e-5 absolute.
+    check = np.load(tmp_path / "bundle" / "check_inputs.npy")
+    want = (data - np.asarray(recorded["feature_mean"])) / np.asarray(recorded["feature_std"])
+    nearest = np.abs(check[:, None, :] - want[None, :, :]).max(axis=2).min(axis=1)
+    assert nearest.max() < 1e-5
+
+
+def test_constant_feature_is_centred_not_divided():
+    from edgeport.train.preprocess import apply_standardization, fit_standardization
+
+    x = np.array([[1.0, 5.0], [3.0, 5.0]], np.float32)
+    stats = fit_standardization(x)
+    # by hand: column 0 mean 2, population std 1; column 1 constant -> mean 5, std recorded as 1
+    assert stats == {"feature_mean": [2.0, 5.0], "feature_std": [1.0, 1.0]}
+    np.testing.assert_array_equal(apply_standardization(x, stats), np.array([[-1.0, 0.0], [1.0, 0.0]], np.float32))

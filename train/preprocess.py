@@ -67,3 +67,20 @@ def describe(preprocessing: Dict[str, Any]) -> Optional[str]:
     if preprocessing.get("standardized") is False:
         return "features not standardized (--no-standardize)"
     return None
+
+
+def standardize_like(recorded: Dict[str, Any], kind: str, preprocessing: Dict[str, Any], *arrays: np.ndarray
+                     ) -> Tuple[Dict[str, Any], List[np.ndarray]]:
+    """Apply the statistics a training run recorded (``recorded``: its train.json preprocessing) to other data.
+
+    For `edgeport convert --data DATA.csv` on a model trained with standardization: calibration and checks must
+    see the inputs the model was trained on, standardized with the run's own statistics (never refitted). Data
+    that is not tabular, or whose feature count differs (reported later as a shape mismatch), is left as is.
+    """
+    if kind != "tabular" or "feature_mean" not in recorded or not arrays:
+        return dict(preprocessing), list(arrays)
+    stats = {k: recorded[k] for k in ("feature_mean", "feature_std")}
+    if any(int(np.prod(a.shape[1:])) != len(stats["feature_mean"]) for a in arrays):
+        return dict(preprocessing), list(arrays)
+    pre = dict(preprocessing, **stats, standardized=True)
+    return pre, [apply_standardization(a, stats) for a in arrays]
