@@ -25,6 +25,8 @@ from edgeport_runtime.errors import EdgeportError, InputError, UsageError
 from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_manifest
 
 from ..fsutil import check_out_dir, staged_dir
+from ..train.datasets import skipped_summary
+from ..train.preprocess import standardize_like
 from .recipes import RECIPES, Recipe, recipe_options
 
 CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
@@ -70,6 +72,7 @@ class Data:
     preprocessing: Dict[str, Any]
     source: str
     run_dir: Optional[Path] = None
+    notes: Dict[str, Any] = field(default_factory=dict)  # the dataset loader's notes (e.g. skipped files)
 
 
 def _npz(path: Path, keys) -> Dict[str, np.ndarray]:
@@ -106,13 +109,17 @@ def resolve_data(model: Path, data: Optional[str], seed: int) -> Data:
     from ..train.datasets import load_dataset
     from ..train.trainer import stratified_split
 
-    ds = load_dataset(data, seed)
+    # the model's own run (if it sits in one) says which CSV column held the labels and how features were scaled
+    run_json = model.parent / "train.json"
+    run = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    ds = load_dataset(data, seed, label_column=run.get("config", {}).get("label_column"))
     if ds.x_test is not None:
         xtr, ytr, xte, yte = ds.x, ds.y, ds.x_test, ds.y_test
     else:
         xtr, xte, ytr, yte = stratified_split(ds.x, ds.y, 0.2, seed)
-    return Data(xtr, ytr, None, None, xte, yte, "classification", ds.class_names, ds.preprocessing,
-                f"dataset {data} (20% held out, seed {seed})")
+    pre, (xtr, xte) = standardize_like(run.get("preprocessing", {}), ds.kind, ds.preprocessing, xtr, xte)
+    return Data(xtr, ytr, None, None, xte, yte, "classification", ds.class_names, pre,
+                f"dataset {data} (20% held out, seed {seed})", notes=ds.notes)
 
 
 def calibration_samples(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -176,6 +183,9 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
             raise UsageError(f"options given for recipe {name!r}, which is not being converted "
                              f"(converting: {', '.join(r.value for r in cfg.recipes)}).")
     data = resolve_data(model, cfg.data, cfg.seed)
+    skipped = skipped_summary(data.notes)
+    if skipped:  # on screen: a folder of mostly unreadable files should not pass silently
+        progress(skipped)
     calib = calibration_samples(data.x_train, data.y_train, cfg.calibration, cfg.seed)
     check_x = data.x_test[:CHECK_SAMPLES].astype(np.float32)
     work = Path(tempfile.mkdtemp(prefix="edgeport-convert-"))

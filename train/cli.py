@@ -40,6 +40,9 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     a("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize image-folder images (default 32 32)")
     a("--channels", type=int, help="1 (grayscale) or 3 (RGB) for image folders (default 1)")
     a("--label-column", help="CSV label column (default: the last column)")
+    a("--no-standardize", dest="standardize", action="store_const", const=False,
+      help="keep tabular (CSV/.npz vector) features as they are; by default each feature is standardized to "
+           "mean 0, std 1 with statistics of the training split, recorded for devices (TOML: standardize = false)")
     a("--width", type=float, help="mobilenet_v1 width multiplier (default 0.25)")
     a("--max-samples", type=int, help="use a stratified subset of this many samples (quick runs)")
     a("--no-cache", dest="cache", action="store_const", const=False, help="do not cache decoded datasets")
@@ -91,18 +94,12 @@ def models_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def models_main(args) -> int:
-    """Print the zoo: name, reference input shape, classes, parameters, MACs."""
-    from .. import tfenv
+    """Print the zoo: name, reference input shape, classes, parameters, MACs (static data: no TensorFlow)."""
+    from .zoo import MODELS
 
-    tfenv.import_tf()
-    from .zoo import MODELS, build_model, count_macs
-
-    rows = []
-    for m in MODELS.values():
-        model = build_model(m.name, m.reference_shape, m.reference_classes or 10)
-        rows.append({"name": m.name, "task": m.task, "input_shape": list(m.reference_shape),
-                     "classes": m.reference_classes, "params": int(model.count_params()),
-                     "macs": count_macs(model), "description": m.description})
+    rows = [{"name": m.name, "task": m.task, "input_shape": list(m.reference_shape),
+             "classes": m.reference_classes, "params": m.params, "macs": m.macs, "description": m.description}
+            for m in MODELS.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -2,7 +2,8 @@
 
 Every loader returns a :class:`Dataset` of float32 samples and int64 labels, already validated. ``raw *
 input_scale + input_offset`` is what the model sees; the factors are recorded so a device can preprocess raw
-pixels or features the same way.
+pixels or features the same way. Tabular features are further standardized by the trainer after splitting
+(train/preprocess.py), with statistics of the training split only.
 """
 from __future__ import annotations
 
@@ -191,6 +192,45 @@ def _load_npz(path: Path) -> Dataset:
                    preprocessing={"input_scale": 1.0, "input_offset": 0.0})
 
 
+# A numeric label column with more distinct values than this, and fewer than LABEL_MIN_PER_CLASS rows per distinct
+# value on average, is a measurement, not a class: a classifier cannot learn classes seen only a few times each.
+LABEL_MAX_CLASSES_UNCHECKED = 20
+LABEL_MIN_PER_CLASS = 5
+
+
+def _label_problem(values: np.ndarray) -> Optional[str]:
+    """Why a numeric column is not a class-label column (None if it could be one)."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return None  # NaN/Inf labels are reported by _labels_to_int
+    if not np.all(np.equal(np.round(v), v)):
+        return f"non-integer values such as {np.unique(v[np.round(v) != v])[:3].tolist()}"
+    distinct = len(np.unique(v))
+    if distinct > LABEL_MAX_CLASSES_UNCHECKED and distinct * LABEL_MIN_PER_CLASS > len(values):
+        return f"{distinct} distinct values in {len(values)} rows"
+    return None
+
+
+def _refuse_continuous_label(path: Path, df, col: str, explicit: bool) -> None:
+    """Raise InputError when the label column holds continuous values, naming columns that look like labels."""
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+        return
+    problem = _label_problem(df[col].to_numpy(np.float64))
+    if problem is None:
+        return
+    candidates = [str(c) for c in df.columns if c != col and (
+        not pd.api.types.is_numeric_dtype(df[c])
+        or (not pd.api.types.is_bool_dtype(df[c]) and _label_problem(df[c].to_numpy(np.float64)) is None))]
+    which = "the label column you named" if explicit else "the label column (the last column by default)"
+    hint = (f"pass --label-column with the column that holds the classes (looks like one: "
+            f"{', '.join(repr(c) for c in candidates[:5])})" if candidates
+            else "pass --label-column with the column that holds the classes, or bin the values into classes")
+    raise InputError(f"{path}: {which} {col!r} looks continuous ({problem}), not class labels; edgeport trains "
+                     f"classifiers, so {hint}.")
+
+
 def _load_csv(path: Path, label_column: Optional[str]) -> Dataset:
     import pandas as pd
 
@@ -210,6 +250,7 @@ def _load_csv(path: Path, label_column: Optional[str]) -> Dataset:
                          "Encode them first, or name the label column with --label-column.")
     if features.shape[1] == 0:
         raise InputError(f"{path}: no feature columns besides the label column {col!r}.")
+    _refuse_continuous_label(path, df, col, explicit=label_column is not None)
     y, names = _labels_to_int(df[col].to_numpy(), f"{path} column {col!r}")
     return Dataset(path.stem, features.to_numpy(np.float32), y, names, kind="tabular",
                    preprocessing={"input_scale": 1.0, "input_offset": 0.0, "features": list(features.columns)},
@@ -246,6 +287,19 @@ def _load_image_folder(path: Path, image_size: Tuple[int, int], channels: int) -
                                   "color": "grayscale" if channels == 1 else "rgb",
                                   "image_size": list(image_size), "raw_range": [0, 255]},
                    notes={"skipped_files": skipped})
+
+
+def skipped_summary(notes: Dict[str, object], listed_in: str = "", limit: int = 5) -> Optional[str]:
+    """One line naming how many image files were skipped as unreadable and the first few (None if none).
+
+    ``listed_in`` names where the full list is kept (e.g. ``train.json``), if anywhere.
+    """
+    skipped = list(notes.get("skipped_files") or [])
+    if not skipped:
+        return None
+    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return (f"warning: skipped {len(skipped)} unreadable image file{'s' if len(skipped) != 1 else ''}: "
+            f"{', '.join(skipped[:limit])}{more}{f' (all listed in {listed_in})' if listed_in else ''}")
 
 
 def _cache_key(path: Path, params: dict) -> str:

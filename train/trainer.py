@@ -22,7 +22,8 @@ from edgeport_runtime.manifest import atomic_write_text
 
 from .. import tfenv
 from ..fsutil import check_out_dir, staged_dir
-from .datasets import Dataset, default_cache_dir, load_dataset
+from .datasets import Dataset, default_cache_dir, load_dataset, skipped_summary
+from .preprocess import describe, standardize_splits
 from .zoo import MODELS, build_model, count_macs
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -49,6 +50,7 @@ class TrainConfig:
     image_size: List[int] = field(default_factory=lambda: [32, 32])
     channels: int = 1
     label_column: Optional[str] = None
+    standardize: bool = True  # tabular features -> mean 0, std 1 (statistics from the training split)
     width: float = 0.25
     max_samples: Optional[int] = None
     cache: bool = True
@@ -77,6 +79,8 @@ class TrainConfig:
             raise UsageError(f"--lr must be > 0, got {self.lr}.")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {self.threads}.")
+        if not isinstance(self.standardize, bool):
+            raise UsageError(f"standardize must be true or false, got {self.standardize!r}.")
         if len(self.image_size) != 2:
             raise UsageError(f"--image-size takes HEIGHT WIDTH, got {self.image_size}.")
         return self
@@ -251,6 +255,11 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     x_val = y_val = None
     if cfg.val_split > 0:
         x_train, x_val, y_train, y_val = stratified_split(x_train, y_train, cfg.val_split, cfg.seed + 1)
+    # after the splits, so the statistics come from the training split only
+    x_train, x_val, x_test, preprocessing = standardize_splits(ds.kind, ds.preprocessing, cfg.standardize,
+                                                               x_train, x_val, x_test)
+    for line in filter(None, (skipped_summary(ds.notes, "train.json data_notes"), describe(preprocessing))):
+        print(line, flush=True)  # on screen before the (long) fit, not only in train.json
 
     tf = tfenv.import_tf()
     applied = tfenv.configure_cpu(cfg.allow_gpu, cfg.threads)
@@ -287,7 +296,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     results = evaluate(model, task, x_test, y_test, ds.class_names)
     record: Dict[str, Any] = {
         "dataset": ds.name, "dataset_arg": cfg.dataset, "task": task, "model": cfg.model,
-        "input_shape": list(ds.sample_shape), "class_names": ds.class_names, "preprocessing": ds.preprocessing,
+        "input_shape": list(ds.sample_shape), "class_names": ds.class_names, "preprocessing": preprocessing,
         "splits": {"train": int(len(x_train)), "val": int(0 if x_val is None else len(x_val)),
                    "test": int(len(x_test)), "test_source": test_source},
         "seed": cfg.seed, "params": int(model.count_params()), "macs": count_macs(model),

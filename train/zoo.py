@@ -190,23 +190,29 @@ class ZooModel:
     task: str  # classification | autoencoder
     reference_shape: Tuple[int, ...]  # the input the model was designed for (for `edgeport models`)
     reference_classes: int
+    # Parameters and MACs of the model built at reference_shape / reference_classes (default options), kept as
+    # data so `edgeport models` needs no TensorFlow; tests/test_models_cli.py rebuilds each model to check them.
+    params: int
+    macs: int
     description: str
     options: Dict[str, object] = field(default_factory=dict)  # option -> default
 
 
 MODELS: Dict[str, ZooModel] = {
     m.name: m for m in [
-        ZooModel("mlp", build_mlp, "classification", (8, 8, 1), 10, "dense classifier, any input shape"),
-        ZooModel("tiny_cnn", build_tiny_cnn, "classification", (8, 8, 1), 10,
+        ZooModel("mlp", build_mlp, "classification", (8, 8, 1), 10, 6_570, 6_464,
+                 "dense classifier, any input shape"),
+        ZooModel("tiny_cnn", build_tiny_cnn, "classification", (8, 8, 1), 10, 53_290, 347_392,
                  "2 conv blocks + dense (default)"),
-        ZooModel("ds_cnn", build_ds_cnn, "classification", (49, 10, 1), 12,
+        ZooModel("ds_cnn", build_ds_cnn, "classification", (49, 10, 1), 12, 24_908, 2_656_768,
                  "keyword spotting, depthwise-separable (MLPerf Tiny KWS)"),
-        ZooModel("resnet8", build_resnet8, "classification", (32, 32, 3), 10,
+        ZooModel("resnet8", build_resnet8, "classification", (32, 32, 3), 10, 78_666, 12_501_632,
                  "image classification (MLPerf Tiny IC)"),
-        ZooModel("mobilenet_v1", build_mobilenet_v1, "classification", (96, 96, 3), 2,
+        ZooModel("mobilenet_v1", build_mobilenet_v1, "classification", (96, 96, 3), 2, 219_058, 7_489_664,
                  "visual wake words (MLPerf Tiny VWW), --width multiplier", {"width": 0.25}),
-        ZooModel("conv1d", build_conv1d, "classification", (64, 3), 4, "sensor / time-series windows"),
-        ZooModel("autoencoder", build_autoencoder, "autoencoder", (64,), 0,
+        ZooModel("conv1d", build_conv1d, "classification", (64, 3), 4, 3_172, 97_408,
+                 "sensor / time-series windows"),
+        ZooModel("autoencoder", build_autoencoder, "autoencoder", (64,), 0, 5_544, 5_376,
                  "dense anomaly-detection autoencoder (metric: reconstruction MSE)"),
     ]
 }

@@ -19,6 +19,29 @@ def _scale(raw: np.ndarray, pre: Dict[str, Any]) -> np.ndarray:
             + np.float32(pre.get("input_offset", 0.0)))
 
 
+def _standardize(x: np.ndarray, pre: Dict[str, Any], where: Path) -> np.ndarray:
+    """(x - feature_mean) / feature_std per feature, when the manifest records them (tabular training data).
+
+    The same float32 operations on the same recorded numbers as training, so a device sees exactly the
+    inputs the model was trained and checked on.
+    """
+    if "feature_mean" not in pre and "feature_std" not in pre:
+        return x
+    try:
+        mean = np.asarray(pre["feature_mean"], np.float32).reshape(-1)
+        std = np.asarray(pre["feature_std"], np.float32).reshape(-1)
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{where}: the bundle's preprocessing has an unusable feature_mean/feature_std; "
+                         "expected two lists of numbers, one per feature. Re-create the bundle.") from None
+    n = int(np.prod(x.shape[1:]))
+    if (mean.size != n or std.size != n or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std))
+            or not np.all(std > 0)):
+        raise InputError(f"{where}: the bundle's preprocessing has {mean.size} feature means and {std.size} "
+                         f"stds (std must be > 0) for a model taking {n} values per sample. Re-create the bundle.")
+    flat = x.reshape(len(x), -1)
+    return ((flat - mean) / std).reshape(x.shape).astype(np.float32)
+
+
 def read_image(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
     """One image -> a batch of 1 shaped like the model input (resized, color-converted, scaled)."""
     try:
@@ -51,7 +74,11 @@ def read_image(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray
 
 
 def read_csv(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
-    """Rows of numbers (an optional header row is skipped) -> a batch shaped like the model input."""
+    """Rows of raw numbers (an optional header row is skipped) -> a batch shaped like the model input.
+
+    Applies the manifest's preprocessing: ``raw * input_scale + input_offset``, then, if the training data was
+    standardized, ``(value - feature_mean) / feature_std`` per feature.
+    """
     try:
         with open(path, newline="") as f:
             rows = [r for r in csv.reader(f) if r]
@@ -69,7 +96,7 @@ def read_csv(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
     if data.shape[1] != per_sample:
         raise InputError(f"{path}: rows have {data.shape[1]} values; the model takes {per_sample} per sample "
                          f"(input shape {input_shape}).")
-    return _scale(data.reshape(len(data), *input_shape[1:]), pre)
+    return _standardize(_scale(data.reshape(len(data), *input_shape[1:]), pre), pre, path)
 
 
 def _numeric(row: List[str]) -> bool:

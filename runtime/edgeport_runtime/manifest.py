@@ -13,6 +13,8 @@ Schema (version 1)::
     labels: [str, ...]                   class names, index = output position
     preprocessing: {input_shape, input_scale, input_offset, layout, color}
                    model input = raw * input_scale + input_offset  (raw: pixel values, CSV features)
+                   tabular data may add feature_mean/feature_std lists (standardized: true): then
+                   model input = (raw * input_scale + input_offset - feature_mean) / feature_std
     calibration: {source, count, seed, stratified}
     toolchain: {package: version}
     default_artifact: the artifact a device loads when none is named
