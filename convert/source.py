@@ -173,10 +173,51 @@ def _load_h5(path: Path, unsafe: bool):
     raise ModelLoadError(f"{path}: neither Keras 3 nor tf_keras can load this .h5 ({'; '.join(errors)}).")
 
 
-def _load_saved_model(path: Path) -> Source:
+def _keras_metadata_code(path: Path) -> list:
+    """Code-bearing layers (Lambda, ...) named in a tf_keras SavedModel's keras_metadata.pb."""
+    from tf_keras.protobuf import saved_metadata_pb2  # deferred: imports TensorFlow
+
+    meta = saved_metadata_pb2.SavedMetadata()
+    try:
+        meta.ParseFromString((path / "keras_metadata.pb").read_bytes())
+        configs = [json.loads(n.metadata) for n in meta.nodes if n.metadata]
+    except Exception as e:  # protobuf DecodeError, bad JSON
+        raise ModelLoadError(f"{path}: keras_metadata.pb is unreadable ({type(e).__name__}); the SavedModel is "
+                             "corrupt. Remove keras_metadata.pb to convert it as a plain SavedModel.") from None
+    return _code_layers(configs)
+
+
+def _load_tf_keras_saved_model(path: Path, unsafe: bool) -> Optional[Source]:
+    """A tf_keras SavedModel with Keras metadata, loaded as layers so pruning/QAT apply; None if tf_keras fails."""
+    code = _keras_metadata_code(path)
+    if code and not unsafe:
+        raise ModelLoadError(f"{path}: layers {code} hold Python code that loading would run; safe mode refuses "
+                             "them. Pass --unsafe-load only if you trust this file.")
+    import tf_keras
+
+    try:
+        model = tf_keras.models.load_model(str(path), compile=False)
+    except Exception:  # e.g. custom layers tf_keras cannot revive: the plain SavedModel path still converts it
+        return None
+    if not isinstance(model, tf_keras.Model) or not getattr(model, "inputs", None):
+        return None
+    _check_single_io(model, path)
+    return Source(path, "tf_keras", model, _shape(tuple(model.inputs[0].shape)),
+                  _shape(tuple(model.outputs[0].shape)))
+
+
+def _load_saved_model(path: Path, unsafe: bool = False) -> Source:
     tf = tfenv.import_tf()
     if not (path / "saved_model.pb").is_file():
         raise ModelLoadError(f"{path}: a directory without saved_model.pb; expected a TensorFlow SavedModel.")
+    if not unsafe:
+        from .opscan import check_saved_model
+
+        check_saved_model(path)  # before TensorFlow runs anything from the file
+    if (path / "keras_metadata.pb").is_file():
+        src = _load_tf_keras_saved_model(path, unsafe)
+        if src is not None:
+            return src
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:
@@ -220,7 +261,7 @@ def load_source(path: os.PathLike, unsafe: bool = False) -> Source:
     if not p.exists():
         raise ModelLoadError(f"{p}: no such file or directory; expected a .keras, a .h5 or a SavedModel directory.")
     if p.is_dir():
-        return _load_saved_model(p)
+        return _load_saved_model(p, unsafe)
     suffix = p.suffix.lower()
     if suffix == ".keras":
         model, kind = _load_keras(p, unsafe), "keras"

@@ -5,12 +5,18 @@ TF_USE_LEGACY_KERAS; a process per recipe bounds both, and the parent never impo
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -64,3 +70,19 @@ def run_recipe(spec: Dict[str, Any]) -> Dict[str, Any]:
               data["y_val"] if rs.bridge and "y_val" in data else None, spec["task"], spec["seed"])
     exporters = importlib.import_module("edgeport.convert.exporters")
     return getattr(exporters, rs.exporter)(job, rs, spec["options"], Path(spec["out_path"])) or {}
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: have the kernel SIGKILL this child when the parent dies, however it dies.
+
+    Without it a SIGKILLed ``edgeport convert`` leaves recipe processes writing on. SIGINT is ignored here: a
+    Ctrl-C reaches the whole process group and the parent decides (it kills the pool and cleans up).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's explicit kill on interrupt still applies
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
