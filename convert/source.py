@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple
@@ -110,8 +111,50 @@ def _code_layers(config) -> list:
     return found
 
 
+def _custom_objects(config) -> list:
+    """Objects in a Keras 3 config that name code outside Keras: registered custom classes or other modules.
+
+    Deserialising them imports the named module or needs the user's class; either way code that is not in
+    Keras would run, so safe mode refuses them before Keras sees the file.
+    """
+    found = []
+
+    def walk(c):
+        if isinstance(c, dict):
+            if "class_name" in c:
+                module, registered = c.get("module"), c.get("registered_name")
+                foreign = module is not None and not (module == "keras" or str(module).startswith("keras."))
+                if foreign or (isinstance(registered, str) and ">" in registered):
+                    found.append(f"{c['class_name']} ({registered or module})")
+            for v in c.values():
+                walk(v)
+        elif isinstance(c, list):
+            for v in c:
+                walk(v)
+
+    walk(config)
+    return found
+
+
+def _keras_archive_config(path: Path) -> Optional[dict]:
+    """config.json of a .keras archive, or None when it cannot be read (Keras then reports the damage)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
 def _load_keras(path: Path, unsafe: bool):
     import keras
+
+    config = _keras_archive_config(path)
+    if config is not None and not unsafe:
+        code = _code_layers(config) + _custom_objects(config)
+        if code:
+            raise ModelLoadError(f"{path}: {code} are Lambda layers or custom objects whose code loading would "
+                                 "run (or import); safe mode refuses them. Pass --unsafe-load only if you trust "
+                                 "this file and its code is importable.")
 
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)

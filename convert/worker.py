@@ -8,7 +8,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib
+import logging
 import os
+import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +35,33 @@ class Job:
     seed: int
 
 
+class _OrtAxisFilter(logging.Filter):
+    """Drop onnxruntime's ``Axis N is out-of-range for weight ...`` warning (logged on the root logger).
+
+    quantize_static(per_channel=True) asks for per-channel scales on every weight of a supported op; for a
+    1-D weight (e.g. the folded BatchNorm scale of a tf_keras model, used by Mul) the channel axis does not
+    exist, and onnxruntime then quantizes that weight per-tensor, which is the right result. The warning is
+    noise printed as ``WARNING:root:...`` in the middle of edgeport's output; only that message is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and _ORT_AXIS.match(str(record.msg)))
+
+
+_ORT_AXIS = re.compile(r"^Axis -?\d+ is out-of-range for weight ")
+
+
+def quiet_ort_axis_warning() -> None:
+    """Install :class:`_OrtAxisFilter` on the root logger once (idempotent)."""
+    root = logging.getLogger()
+    if not any(isinstance(f, _OrtAxisFilter) for f in root.filters):
+        root.addFilter(_OrtAxisFilter())
+
+
 def _setup(spec: Dict[str, Any]):
     from .. import tfenv
+
+    quiet_ort_axis_warning()
 
     tfenv.set_verbose(spec.get("verbose", False))
     tfenv.import_tf()

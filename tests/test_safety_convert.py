@@ -237,3 +237,41 @@ def test_sigkill_during_convert_children_die_and_next_run_cleans_up(tmp_path):
     assert done.returncode == 0, done.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert list(tmpdir.iterdir()) == []
+
+
+def test_ort_axis_warning_dropped_other_warnings_kept(caplog):
+    import logging
+
+    from edgeport.convert.worker import quiet_ort_axis_warning
+
+    quiet_ort_axis_warning()
+    quiet_ort_axis_warning()  # idempotent: one filter
+    with caplog.at_level(logging.WARNING):
+        logging.warning("Axis 1 is out-of-range for weight 'w' with rank 1")
+        logging.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+    assert sum(type(f).__name__ == "_OrtAxisFilter" for f in logging.getLogger().filters) == 1
+
+
+def test_keras_file_with_custom_class_or_nested_lambda_refused(tmp_path):
+    import keras
+
+    from edgeport.convert.source import load_source
+    from edgeport_runtime.errors import ModelLoadError
+
+    @keras.saving.register_keras_serializable(package="edgeport_test")
+    class Echo(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    inp = keras.Input((4,))
+    keras.Model(inp, keras.layers.Dense(2)(Echo()(inp))).save(tmp_path / "custom.keras")
+    inner_in = keras.Input((4,))
+    inner = keras.Model(inner_in, keras.layers.Lambda(lambda t: t * 2)(inner_in))
+    inp = keras.Input((4,))
+    keras.Model(inp, keras.layers.Dense(2)(inner(inp))).save(tmp_path / "nested.keras")
+    with pytest.raises(ModelLoadError, match=r"edgeport_test>Echo.*--unsafe-load"):
+        load_source(tmp_path / "custom.keras")  # refused although the class is registered in this process
+    with pytest.raises(ModelLoadError, match=r"Lambda.*--unsafe-load"):
+        load_source(tmp_path / "nested.keras")
+    assert load_source(tmp_path / "custom.keras", unsafe=True).kind == "keras"
