@@ -111,8 +111,8 @@ def _probe_writable(out: Path, what: str) -> None:
         probe = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".probe", dir=str(parent))
         os.rmdir(probe)
     except OSError as e:
-        raise UsageError(f"{what} {out}: directory {parent} is not writable ({e.strerror}); "
-                         "choose a writable location.") from None
+        raise UsageError(f"{what} {out}: directory {parent} is not writable (creating a test entry there "
+                         f"failed: {e.strerror}); choose a writable location.") from None
 
 
 def check_out_dir(out: os.PathLike, force: bool, inputs: Iterable[os.PathLike] = (), what: str = "--out") -> Path:

@@ -81,9 +81,14 @@ def test_force_replaces_marked_run_and_removes_dead_partials(tmp_path, cli):
     (stale / MARKER).write_text(json.dumps({"made_by": "edgeport", "command": "train", "pid": _dead_pid()}))
     live = tmp_path / ".run.def456.partial"  # a concurrent run still writing: must survive
     live.mkdir()
-    (live / MARKER).write_text(json.dumps({"made_by": "edgeport", "command": "train", "pid": os.getpid()}))
+    writer = subprocess.Popen(["sleep", "300"])
+    (live / MARKER).write_text(json.dumps({"made_by": "edgeport", "command": "train", "pid": writer.pid}))
     (out / "model.keras").write_bytes(b"old")
-    code, _, err = cli("train", "--dataset", data, "--out", out, "--force", *QUICK)
+    try:
+        code, _, err = cli("train", "--dataset", data, "--out", out, "--force", *QUICK)
+    finally:
+        writer.kill()
+        writer.wait()
     assert code == 0, err
     assert (out / "model.keras").read_bytes() != b"old"
     assert not stale.exists() and live.is_dir()
@@ -194,3 +199,12 @@ def test_archive_helper_replaces_only_edgeport_archives(tmp_path):
         check_replaceable_file(ours, inputs=[ours], force=True)
     with pytest.raises(UsageError, match="not writable"):
         check_replaceable_file("/proc/x.tar.gz")
+
+
+def test_trainconfig_check_rejects_wrong_types_in_code():
+    from edgeport.train.trainer import TrainConfig
+
+    with pytest.raises(UsageError, match="epochs must be an integer, got 'three'"):
+        TrainConfig(epochs="three").check()
+    with pytest.raises(UsageError, match="image-size must be a list of integers"):
+        TrainConfig(image_size=[32, "32"]).check()

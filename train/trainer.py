@@ -58,7 +58,10 @@ class TrainConfig:
     quiet: bool = False
 
     def check(self) -> "TrainConfig":
-        """Validate values; raise UsageError naming the option, the value and the valid range."""
+        """Validate types and values; raise UsageError naming the option, the value and the valid range."""
+        from ..config import check_types
+
+        check_types({k: v for k, v in asdict(self).items() if v is not None}, CONFIG_TYPES, "train config")
         if self.model not in MODELS:
             raise unknown_name("model", self.model, MODELS)
         if self.optimizer not in OPTIMIZERS:
