@@ -77,7 +77,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
     tfenv.set_verbose(args.verbose)
     module = importlib.import_module(COMMANDS[args.command][0])
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # main() called from a thread other than the main one: signals stay as they are
+        old_term = None
     try:
         return int(getattr(module, f"{args.command}_main")(args) or 0)
     except EdgeportError as e:
@@ -96,7 +99,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               "(re-run with --debug for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL  # never 1 (a failed gate) nor 2 (the user's input was wrong)
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":
