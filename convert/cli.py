@@ -8,6 +8,9 @@ import time
 from .recipes import DEFAULT_RECIPES
 
 _CONVERT_KEYS = ("recipes", "calibration", "data", "seed", "jobs", "options")
+# The type each [convert] key takes in a TOML file (checked before anything runs).
+_CONVERT_TYPES = {"recipes": (str, ("list", str)), "calibration": int, "data": str, "seed": int, "jobs": int,
+                  "options": dict}
 
 
 def convert_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,11 +35,15 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
 
 def convert_main(args) -> int:
     """Run `edgeport convert` and print one line per artifact."""
-    from ..config import load_config
+    from ..config import check_types, load_config
     from .pipeline import ConvertConfig, convert
     from .recipes import parse_recipes
 
-    conf = load_config(args.config, _CONVERT_KEYS, section="convert") if args.config else {}
+    conf = {}
+    if args.config:
+        where = f"--config {args.config}"
+        conf = check_types(load_config(args.config, _CONVERT_KEYS, section="convert"), _CONVERT_TYPES, where)
+        check_types(conf.get("options", {}), {k: dict for k in conf.get("options", {})}, f"{where} [options]")
     for key in ("recipes", "calibration", "data", "seed", "jobs"):
         if getattr(args, key) is not None:
             conf[key] = getattr(args, key)

@@ -7,6 +7,7 @@ to a staged directory that replaces ``out`` in one rename when everything succee
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -24,11 +25,12 @@ from edgeport_runtime import load as rt_load
 from edgeport_runtime.errors import EdgeportError, InputError, UsageError
 from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_manifest
 
-from ..fsutil import check_out_dir, staged_dir
+from ..fsutil import check_out_dir, remove_dead_temp_dirs, staged_dir, write_marker
 from ..train.datasets import skipped_summary
 from ..train.preprocess import standardize_like
 from .recipes import RECIPES, Recipe, recipe_options
 
+WORK_PREFIX = "edgeport-convert-"  # temp work dirs (hold a copy of the training data; always removed)
 CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
 
 
@@ -138,8 +140,28 @@ def calibration_samples(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> np.n
     return x[np.sort(idx)[:n]]
 
 
-def _pool(jobs: int):
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1)
+@contextlib.contextmanager
+def _pool(jobs: int) -> Iterator[cf.ProcessPoolExecutor]:
+    """A process pool whose children die with this process and are killed, not awaited, on any error.
+
+    ``ProcessPoolExecutor.__exit__`` waits for running recipes, so a Ctrl-C or SIGTERM would leave converters
+    writing on for minutes; the initializer also asks the kernel to SIGKILL each child if we die (even SIGKILL).
+    """
+    from . import worker
+
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1,
+                                  initializer=worker.die_with_parent, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.join(10)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _describe(path: Path, spec, bundle_dir: Path, name: str, extra: Dict[str, Any], check_x: np.ndarray
@@ -153,6 +175,23 @@ def _describe(path: Path, spec, bundle_dir: Path, name: str, extra: Dict[str, An
                     sha256=sha256_file(path), bytes=len(data), gzip_bytes=len(gzip.compress(data, 9, mtime=0)),
                     inputs=m.inputs, outputs=m.outputs, quantization=spec.quantization,
                     sparsity=extra.pop("sparsity", None), check_outputs=f"check_{name}.npy", extra=extra)
+
+
+RUN_FILES = ("model.keras", "train.json", "train.npz", "test.npz")
+
+
+def _inputs(model: Path, data: Optional[str]) -> List[Path]:
+    """Paths `convert` reads (model, data, run files); --out may not be, hold or lie inside any of them.
+
+    A run directory counts by its files, so a bundle may live inside the run (RUN/bundle) but never replace it.
+    """
+    paths = [model]
+    run = model.parent if data is None else Path(data)
+    if (run / "train.json").is_file():
+        paths += [run / f for f in RUN_FILES if (run / f).exists()]
+    elif data is not None and run.exists():
+        paths.append(run)
+    return paths
 
 
 def _versions() -> Dict[str, str]:
@@ -176,7 +215,8 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
         from edgeport_runtime.errors import ModelLoadError
 
         raise ModelLoadError(f"{model}: no such file or directory; expected a .keras, a .h5 or a SavedModel dir.")
-    check_out_dir(cfg.out, cfg.force)
+    inputs = _inputs(model, cfg.data)
+    check_out_dir(cfg.out, cfg.force, inputs)
     opts = {r: recipe_options(r, cfg.options.get(r.value, {})) for r in cfg.recipes}
     for name in cfg.options:
         if name not in {r.value for r in cfg.recipes}:
@@ -188,8 +228,10 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
         progress(skipped)
     calib = calibration_samples(data.x_train, data.y_train, cfg.calibration, cfg.seed)
     check_x = data.x_test[:CHECK_SAMPLES].astype(np.float32)
-    work = Path(tempfile.mkdtemp(prefix="edgeport-convert-"))
+    remove_dead_temp_dirs(WORK_PREFIX)  # data copies left by a convert that was SIGKILLed
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
     try:
+        write_marker(work, "convert")
         np.savez(work / "data.npz", calibration=calib, x_train=data.x_train, y_train=data.y_train,
                  **({"x_val": data.x_val, "y_val": data.y_val} if data.x_val is not None else {}))
         np.save(work / "check_inputs.npy", check_x)
@@ -202,7 +244,7 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
         if tuple(info["input_shape"]) != tuple(calib.shape[1:]):
             raise InputError(f"calibration data has samples of shape {tuple(calib.shape[1:])} but the model takes "
                              f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data.")
-        with staged_dir(cfg.out, cfg.force) as tmp:
+        with staged_dir(cfg.out, cfg.force, "convert", inputs) as tmp:
             futures = {}
             with _pool(cfg.jobs) as pool:
                 for r in cfg.recipes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple
@@ -110,8 +111,50 @@ def _code_layers(config) -> list:
     return found
 
 
+def _custom_objects(config) -> list:
+    """Objects in a Keras 3 config that name code outside Keras: registered custom classes or other modules.
+
+    Deserialising them imports the named module or needs the user's class; either way code that is not in
+    Keras would run, so safe mode refuses them before Keras sees the file.
+    """
+    found = []
+
+    def walk(c):
+        if isinstance(c, dict):
+            if "class_name" in c:
+                module, registered = c.get("module"), c.get("registered_name")
+                foreign = module is not None and not (module == "keras" or str(module).startswith("keras."))
+                if foreign or (isinstance(registered, str) and ">" in registered):
+                    found.append(f"{c['class_name']} ({registered or module})")
+            for v in c.values():
+                walk(v)
+        elif isinstance(c, list):
+            for v in c:
+                walk(v)
+
+    walk(config)
+    return found
+
+
+def _keras_archive_config(path: Path) -> Optional[dict]:
+    """config.json of a .keras archive, or None when it cannot be read (Keras then reports the damage)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
 def _load_keras(path: Path, unsafe: bool):
     import keras
+
+    config = _keras_archive_config(path)
+    if config is not None and not unsafe:
+        code = _code_layers(config) + _custom_objects(config)
+        if code:
+            raise ModelLoadError(f"{path}: {code} are Lambda layers or custom objects whose code loading would "
+                                 "run (or import); safe mode refuses them. Pass --unsafe-load only if you trust "
+                                 "this file and its code is importable.")
 
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
@@ -173,10 +216,51 @@ def _load_h5(path: Path, unsafe: bool):
     raise ModelLoadError(f"{path}: neither Keras 3 nor tf_keras can load this .h5 ({'; '.join(errors)}).")
 
 
-def _load_saved_model(path: Path) -> Source:
+def _keras_metadata_code(path: Path) -> list:
+    """Code-bearing layers (Lambda, ...) named in a tf_keras SavedModel's keras_metadata.pb."""
+    from tf_keras.protobuf import saved_metadata_pb2  # deferred: imports TensorFlow
+
+    meta = saved_metadata_pb2.SavedMetadata()
+    try:
+        meta.ParseFromString((path / "keras_metadata.pb").read_bytes())
+        configs = [json.loads(n.metadata) for n in meta.nodes if n.metadata]
+    except Exception as e:  # protobuf DecodeError, bad JSON
+        raise ModelLoadError(f"{path}: keras_metadata.pb is unreadable ({type(e).__name__}); the SavedModel is "
+                             "corrupt. Remove keras_metadata.pb to convert it as a plain SavedModel.") from None
+    return _code_layers(configs)
+
+
+def _load_tf_keras_saved_model(path: Path, unsafe: bool) -> Optional[Source]:
+    """A tf_keras SavedModel with Keras metadata, loaded as layers so pruning/QAT apply; None if tf_keras fails."""
+    code = _keras_metadata_code(path)
+    if code and not unsafe:
+        raise ModelLoadError(f"{path}: layers {code} hold Python code that loading would run; safe mode refuses "
+                             "them. Pass --unsafe-load only if you trust this file.")
+    import tf_keras
+
+    try:
+        model = tf_keras.models.load_model(str(path), compile=False)
+    except Exception:  # e.g. custom layers tf_keras cannot revive: the plain SavedModel path still converts it
+        return None
+    if not isinstance(model, tf_keras.Model) or not getattr(model, "inputs", None):
+        return None
+    _check_single_io(model, path)
+    return Source(path, "tf_keras", model, _shape(tuple(model.inputs[0].shape)),
+                  _shape(tuple(model.outputs[0].shape)))
+
+
+def _load_saved_model(path: Path, unsafe: bool = False) -> Source:
     tf = tfenv.import_tf()
     if not (path / "saved_model.pb").is_file():
         raise ModelLoadError(f"{path}: a directory without saved_model.pb; expected a TensorFlow SavedModel.")
+    if not unsafe:
+        from .opscan import check_saved_model
+
+        check_saved_model(path)  # before TensorFlow runs anything from the file
+    if (path / "keras_metadata.pb").is_file():
+        src = _load_tf_keras_saved_model(path, unsafe)
+        if src is not None:
+            return src
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:
@@ -220,7 +304,7 @@ def load_source(path: os.PathLike, unsafe: bool = False) -> Source:
     if not p.exists():
         raise ModelLoadError(f"{p}: no such file or directory; expected a .keras, a .h5 or a SavedModel directory.")
     if p.is_dir():
-        return _load_saved_model(p)
+        return _load_saved_model(p, unsafe)
     suffix = p.suffix.lower()
     if suffix == ".keras":
         model, kind = _load_keras(p, unsafe), "keras"

@@ -5,12 +5,20 @@ TF_USE_LEGACY_KERAS; a process per recipe bounds both, and the parent never impo
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib
+import logging
+import os
+import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -27,8 +35,33 @@ class Job:
     seed: int
 
 
+class _OrtAxisFilter(logging.Filter):
+    """Drop onnxruntime's ``Axis N is out-of-range for weight ...`` warning (logged on the root logger).
+
+    quantize_static(per_channel=True) asks for per-channel scales on every weight of a supported op; for a
+    1-D weight (e.g. the folded BatchNorm scale of a tf_keras model, used by Mul) the channel axis does not
+    exist, and onnxruntime then quantizes that weight per-tensor, which is the right result. The warning is
+    noise printed as ``WARNING:root:...`` in the middle of edgeport's output; only that message is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and _ORT_AXIS.match(str(record.msg)))
+
+
+_ORT_AXIS = re.compile(r"^Axis -?\d+ is out-of-range for weight ")
+
+
+def quiet_ort_axis_warning() -> None:
+    """Install :class:`_OrtAxisFilter` on the root logger once (idempotent)."""
+    root = logging.getLogger()
+    if not any(isinstance(f, _OrtAxisFilter) for f in root.filters):
+        root.addFilter(_OrtAxisFilter())
+
+
 def _setup(spec: Dict[str, Any]):
     from .. import tfenv
+
+    quiet_ort_axis_warning()
 
     tfenv.set_verbose(spec.get("verbose", False))
     tfenv.import_tf()
@@ -64,3 +97,19 @@ def run_recipe(spec: Dict[str, Any]) -> Dict[str, Any]:
               data["y_val"] if rs.bridge and "y_val" in data else None, spec["task"], spec["seed"])
     exporters = importlib.import_module("edgeport.convert.exporters")
     return getattr(exporters, rs.exporter)(job, rs, spec["options"], Path(spec["out_path"])) or {}
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: have the kernel SIGKILL this child when the parent dies, however it dies.
+
+    Without it a SIGKILLed ``edgeport convert`` leaves recipe processes writing on. SIGINT is ignored here: a
+    Ctrl-C reaches the whole process group and the parent decides (it kills the pool and cleans up).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's explicit kill on interrupt still applies
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)

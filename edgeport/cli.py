@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 from typing import List, Optional
@@ -32,7 +33,16 @@ COMMANDS = {
     "rollback": ("edgeport.devices.cli", "switch a device back to its previous release"),
 }
 
-EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, as a shell reports a process killed by it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` and staged directory cleans up on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +55,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every registered subcommand."""
     parser = _Parser(prog="edgeport", description="edgeport: from CPU training to int8 TFLite/ONNX on "
-                     "Raspberry Pi-class CPUs. Exit codes: 0 ok, 1 a quality gate failed, 2 bad usage or input.")
+                     "Raspberry Pi-class CPUs. Exit codes: 0 ok, 1 a quality gate failed, 2 bad usage or input, "
+                     "3 internal error (a bug: re-run with --debug and report it), 130/143 interrupted by "
+                     "Ctrl-C/SIGTERM.")
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log output")
@@ -66,21 +78,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     tfenv.set_verbose(args.verbose)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # main() called from a thread other than the main one: signals stay as they are
+        old_term = None
+    try:
         return int(getattr(module, f"{args.command}_main")(args) or 0)
     except EdgeportError as e:
         if args.debug:
             traceback.print_exc()
         print(f"edgeport {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"edgeport {args.command}: interrupted; nothing half-written was left behind.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "SIGTERM" if isinstance(e, Terminated) else "interrupted"
+        print(f"edgeport {args.command}: {what}; nothing half-written was left behind.", file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
     except Exception as e:  # an edgeport bug or an unexpected library failure: still one line by default
         if args.debug:
             traceback.print_exc()
         print(f"edgeport {args.command}: internal error: {type(e).__name__}: {e} "
               "(re-run with --debug for the traceback)", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_INTERNAL  # never 1 (a failed gate) nor 2 (the user's input was wrong)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,43 @@ def load_config(path: str, allowed: Iterable[str], section: str = "") -> Dict[st
                              f"Valid keys: {', '.join(sorted(allowed))}.")
         out[k] = value
     return out
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               dict: "a table"}
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    """Whether a TOML value fits ``kind``: a type, a tuple of alternatives, or ("list", item type)."""
+    if isinstance(kind, tuple) and kind and kind[0] == "list":
+        return isinstance(value, list) and all(_matches(v, kind[1]) for v in value)
+    if isinstance(kind, tuple):
+        return any(_matches(value, k) for k in kind)
+    if kind is float:  # TOML writes 1 for 1.0; bool is an int subclass in Python but not a number here
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(kind: Any) -> str:
+    if isinstance(kind, tuple) and kind and kind[0] == "list":
+        return f"a list of {_describe(kind[1]).split(' ', 1)[1]}s"
+    if isinstance(kind, tuple):
+        return " or ".join(_describe(k) for k in kind)
+    return _TYPE_WORDS.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def check_types(values: Dict[str, Any], types: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """Check each config value against ``types`` (key -> type, tuple of types, or ("list", type)).
+
+    Raises:
+        UsageError: naming the key, the expected type and the value received, e.g.
+            ``--config t.toml: epochs must be an integer, got 'three' (a string).``
+    """
+    for key, value in values.items():
+        kind = types.get(key)
+        if kind is not None and not _matches(value, kind):
+            raise UsageError(f"{where}: {key.replace('_', '-')} must be {_describe(kind)}, got {value!r} "
+                             f"({_describe(type(value))}). Fix the value in the config file.")
+    return values

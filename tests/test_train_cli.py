@@ -25,13 +25,17 @@ def short_run(tmp_path_factory):
 def test_train_writes_every_output(short_run):
     code, out = short_run
     assert code == 0
-    assert {p.name for p in out.iterdir()} == {"model.keras", "train.json", "history.png", "train.npz", "test.npz"}
+    assert {p.name for p in out.iterdir()} == {"model.keras", "train.json", "history.png", "train.npz", "test.npz",
+                                               ".edgeport"}
     rec = json.loads((out / "train.json").read_text())
     for key in ("dataset", "splits", "seed", "model", "params", "macs", "epochs_run", "wall_seconds",
                 "test_accuracy", "per_class_accuracy", "devices", "versions"):
         assert key in rec, key
     assert rec["devices"] == ["/device:CPU:0"] and rec["versions"]["keras"].startswith("3.")
-    assert 0.0 <= rec["test_accuracy"] <= 1.0 and len(rec["per_class_accuracy"]) == 10
+    # Chance on 10 balanced digit classes is 0.1; 3 epochs of tiny_cnn on 480 training samples reach ~0.88 here
+    # (seed 3). 0.5 fails a run that did not learn (wrong labels, broken pipeline) and leaves room for the
+    # small numeric differences between CPUs and library builds.
+    assert rec["test_accuracy"] > 0.5 and len(rec["per_class_accuracy"]) == 10
 
 
 def test_test_split_is_disjoint_from_training(short_run):
@@ -104,11 +108,30 @@ def test_existing_out_refused_without_force(tmp_path, cli):
     assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; permission checks do not apply")
-def test_non_writable_out_refused(tmp_path, cli):
-    (tmp_path / "ro").mkdir(mode=0o500)
-    code, _, err = cli("train", "--out", tmp_path / "ro" / "o", "--epochs", "1")
-    assert code == 2 and "not writable" in err
+def test_non_writable_out_refused(tmp_path):
+    """Runs the CLI as `nobody` (root writes anywhere, and tests run as root in CI), so the check is real."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() == 0:
+        # pytest's tmp_path is private to root: make a world-traversable parent with a directory nobody can't write
+        base = Path(tempfile.mkdtemp(prefix="edgeport-ro-"))
+        os.chmod(base, 0o755)
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    else:
+        base, cmd = tmp_path, []
+    try:
+        (base / "ro").mkdir(mode=0o555)
+        os.chmod(base / "ro", 0o555)
+        proc = subprocess.run(cmd + [sys.executable, "-m", "edgeport.cli", "train", "--no-cache", "--out",
+                                     str(base / "ro" / "o"), "--epochs", "1"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "is not writable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert not (base / "ro" / "o").exists()
+    finally:
+        if base != tmp_path:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def test_out_under_a_file_refused(tmp_path, cli):

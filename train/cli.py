@@ -53,18 +53,23 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args):
-    from .trainer import TrainConfig, config_keys
+    """TrainConfig from --config (types checked key by key) overlaid with the command-line options."""
+    from edgeport_runtime.errors import UsageError
 
-    values = load_config(args.config, config_keys(), section="train") if args.config else {}
+    from ..config import check_types
+    from .trainer import CONFIG_TYPES, TrainConfig, config_keys
+
+    values = {}
+    if args.config:
+        values = check_types(load_config(args.config, config_keys(), section="train"), CONFIG_TYPES,
+                             f"--config {args.config}")
     for f in fields(TrainConfig):
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
     try:
         return TrainConfig(**values)
-    except TypeError as e:  # wrong type in TOML is reported by check(); this covers shape errors
-        from edgeport_runtime.errors import UsageError
-
+    except TypeError as e:  # types were checked above; this covers anything TrainConfig itself rejects
         raise UsageError(f"--config: {e}") from None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -18,6 +19,10 @@ import numpy as np
 
 from edgeport_runtime.errors import InputError, unknown_name
 from edgeport_runtime.manifest import atomic_write_bytes
+
+# Labels are class indices: one class name and one softmax output per index up to the largest label. A label at
+# or above this is almost surely an ID, a timestamp or a regression target, and 2e9 of them would exhaust memory.
+MAX_CLASSES = 10_000
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 
@@ -124,6 +129,9 @@ def _labels_to_int(y: np.ndarray, where: str) -> Tuple[np.ndarray, List[str]]:
                              f"as {bad.tolist()}. Regression targets are not supported.")
     elif y.dtype.kind not in "iub":
         raise InputError(f"{where}: labels must be integers or strings, got dtype {y.dtype}.")
+    if y.size and float(y.max()) >= MAX_CLASSES:
+        raise InputError(f"{where}: labels are class indices and must be < {MAX_CLASSES:,}; got {y.max()}. "
+                         "IDs or regression targets are not class labels: map the classes to 0..K-1 first.")
     y = y.astype(np.int64)
     if y.min(initial=0) < 0:
         raise InputError(f"{where}: labels must be >= 0, got {int(y.min())}.")
@@ -153,16 +161,32 @@ def validate(ds: Dataset, min_per_class: int = 2) -> Dataset:
     if few:
         raise InputError(f"{where}: classes {few} have fewer than {min_per_class} samples; a stratified "
                          "train/test split needs at least that many per class.")
+    if ds.x_test is None and ds.y_test is not None:
+        raise InputError(f"{where}: y_test given without x_test; give both (or neither, and a test split is "
+                         "held out from the training data).")
     if ds.x_test is not None:
-        if ds.x_test.shape[1:] != ds.x.shape[1:]:
+        if ds.y_test is None:
+            raise InputError(f"{where}: x_test given without y_test; give both or neither.")
+        if ds.x_test.ndim != ds.x.ndim or ds.x_test.shape[1:] != ds.x.shape[1:]:
             raise InputError(f"{where}: x_test samples have shape {ds.x_test.shape[1:]}, x_train "
                              f"{ds.x.shape[1:]}; they must match.")
         if len(ds.x_test) != len(ds.y_test):
             raise InputError(f"{where}: {len(ds.x_test)} test samples but {len(ds.y_test)} test labels.")
+        if not np.all(np.isfinite(ds.x_test)):
+            raise InputError(f"{where}: x_test contains NaN or Inf ({int((~np.isfinite(ds.x_test)).sum())} "
+                             "values); clean or impute the data first.")
     return ds
 
 
 def _load_npz(path: Path) -> Dataset:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror}).") from None
+    if magic != b"PK\x03\x04":  # np.load would report anything else as "pickled data" or return one array
+        raise InputError(f"{path}: not a .npz file (expected a zip of arrays as written by numpy.savez, with "
+                         "x_train and y_train); convert the data with numpy.savez.")
     try:
         with np.load(path, allow_pickle=False) as z:
             files = set(z.files)
@@ -173,11 +197,21 @@ def _load_npz(path: Path) -> Dataset:
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in files}
     except InputError:
         raise
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read it as .npz ({e}).") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: cannot read it as .npz ({type(e).__name__}: {str(e)[:200]}); the file is "
+                         "corrupt or not written by numpy.savez.") from None
+    for key in ("x_train", "x_test"):
+        if key in arrays:
+            a = arrays[key]
+            if a.dtype.kind not in "fiub":
+                raise InputError(f"{path}: {key} must be numeric, got dtype {a.dtype}.")
+            if a.ndim < 2:
+                raise InputError(f"{path}: {key} must hold one sample per row (shape (N, ...) with at least 2 "
+                                 f"dimensions), got shape {a.shape}.")
+    if "y_test" in arrays and "x_test" not in arrays:
+        raise InputError(f"{path}: y_test given without x_test; give both, or neither (a test split is then "
+                         "held out from x_train).")
     x = arrays["x_train"]
-    if x.dtype.kind not in "fiub":
-        raise InputError(f"{path}: x_train must be numeric, got dtype {x.dtype}.")
     y, names = _labels_to_int(arrays["y_train"], f"{path} y_train")
     xt = yt = None
     if "x_test" in arrays:

@@ -60,7 +60,10 @@ class TrainConfig:
     quiet: bool = False
 
     def check(self) -> "TrainConfig":
-        """Validate values; raise UsageError naming the option, the value and the valid range."""
+        """Validate types and values; raise UsageError naming the option, the value and the valid range."""
+        from ..config import check_types
+
+        check_types({k: v for k, v in asdict(self).items() if v is not None}, CONFIG_TYPES, "train config")
         if self.model not in MODELS:
             raise unknown_name("model", self.model, MODELS)
         if self.optimizer not in OPTIMIZERS:
@@ -84,6 +87,16 @@ class TrainConfig:
         if len(self.image_size) != 2:
             raise UsageError(f"--image-size takes HEIGHT WIDTH, got {self.image_size}.")
         return self
+
+
+# The type each TrainConfig field takes in a TOML file (checked key by key before TrainConfig is built).
+CONFIG_TYPES: Dict[str, Any] = {
+    "dataset": str, "model": str, "out": str, "optimizer": str, "label_column": str,
+    "epochs": int, "batch_size": int, "seed": int, "threads": int, "patience": int, "channels": int,
+    "max_samples": int, "lr": float, "val_split": float, "test_split": float, "width": float,
+    "cache": bool, "allow_gpu": bool, "profile": bool, "force": bool, "quiet": bool,
+    "augment": ("list", str), "image_size": ("list", int),
+}
 
 
 def config_keys() -> List[str]:
@@ -113,6 +126,7 @@ class _TrainGuard:
         self.wait = 0
         self.patience = patience
         self.interrupted = False
+        self.nonfinite: Optional[str] = None
         self.epoch_stats: List[Dict[str, float]] = []
         self.n_train = n_train
 
@@ -121,11 +135,13 @@ class _TrainGuard:
                 outer._t0 = time.perf_counter()
 
             def on_train_batch_end(self, batch, logs=None):
+                outer._check_finite(self.model, (logs or {}).get("loss"), f"batch {batch + 1}")
                 if outer.interrupted:
                     self.model.stop_training = True
 
             def on_epoch_end(self, epoch, logs=None):
                 logs = logs or {}
+                outer._check_finite(self.model, logs.get("val_loss"), f"epoch {epoch + 1} (validation)")
                 dt = time.perf_counter() - outer._t0
                 outer.epoch_stats.append({"epoch": epoch + 1, "seconds": round(dt, 3),
                                           "samples_per_s": round(outer.n_train / dt, 1)})
@@ -142,12 +158,20 @@ class _TrainGuard:
 
         self.callback = CB()
 
+    def _check_finite(self, model, loss, where: str) -> None:
+        """Stop at the first NaN/Inf loss: the weights are garbage from then on and must not be saved."""
+        if loss is not None and not np.isfinite(float(loss)) and self.nonfinite is None:
+            self.nonfinite = f"{where}: loss is {float(loss)}"
+            model.stop_training = True
+
     def on_sigint(self, signum, frame):
-        if self.interrupted:  # second Ctrl-C: abort now; the staged output directory is discarded
+        """SIGINT/SIGTERM: first one stops after this batch and saves; a second aborts without saving."""
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        if self.interrupted:  # second signal: abort now; the staged output directory is discarded
             raise KeyboardInterrupt
         self.interrupted = True
-        print("\nCtrl-C: stopping after this batch and saving the best model so far "
-              "(Ctrl-C again to abort without saving).", file=sys.stderr)
+        print(f"\n{name}: stopping after this batch and saving the best model so far "
+              f"({name} again to abort without saving).", file=sys.stderr)
 
 
 def _pipeline(tf, keras, x, y, batch_size: int, seed: int, augment: List[str], training: bool):
@@ -222,6 +246,13 @@ def _save_npz(path: Path, **arrays) -> None:
         np.savez_compressed(f, **arrays)
 
 
+def _inputs(cfg: TrainConfig) -> List[Path]:
+    """Paths `train` reads: --out may not overlap them (a --force there would delete the data)."""
+    from .datasets import DATASETS
+
+    return [Path(cfg.dataset)] if cfg.dataset not in DATASETS and Path(cfg.dataset).exists() else []
+
+
 def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset`` on the CPU and write the run directory ``cfg.out``.
 
@@ -234,7 +265,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     """
     cfg.check()
     t_start = time.perf_counter()
-    check_out_dir(cfg.out, cfg.force)  # fail before the slow part
+    inputs = _inputs(cfg)
+    check_out_dir(cfg.out, cfg.force, inputs)  # fail before the slow part
     cache_dir = default_cache_dir() if cfg.cache else None
     ds: Dataset = load_dataset(cfg.dataset, cfg.seed, tuple(cfg.image_size), cfg.channels, cfg.label_column,
                                cache_dir)
@@ -282,14 +314,18 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     guard = _TrainGuard(keras, cfg.patience, len(x_train))
     pipeline_s = _time_pipeline(train_ds) if cfg.profile else None
     verbose = 0 if cfg.quiet else (1 if sys.stdout.isatty() else 2)
-    old_handler = signal.signal(signal.SIGINT, guard.on_sigint)
+    old_handlers = {s: signal.signal(s, guard.on_sigint) for s in (signal.SIGINT, signal.SIGTERM)}
     t_fit = time.perf_counter()
     try:
         hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=[guard.callback],
                          verbose=verbose, shuffle=False)  # the pipeline shuffles (seeded)
     finally:
-        signal.signal(signal.SIGINT, old_handler)
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
     fit_seconds = time.perf_counter() - t_fit
+    if guard.nonfinite:
+        raise InputError(f"training diverged at {guard.nonfinite}; no model was written. Scale the inputs "
+                         f"(e.g. to [0, 1]), lower --lr (now {cfg.lr}) or check the data for huge values.")
     if guard.best_weights is not None:
         model.set_weights(guard.best_weights)
 
@@ -323,7 +359,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             "input_wait_share_upper_bound": round(min(1.0, pipeline_s / mean_step), 3),
         }
 
-    with staged_dir(cfg.out, cfg.force) as tmp:
+    with staged_dir(cfg.out, cfg.force, "train", inputs) as tmp:
         model.save(tmp / "model.keras")
         _save_npz(tmp / "train.npz", x_train=x_train, y_train=y_train,
                   **({"x_val": x_val, "y_val": y_val} if x_val is not None else {}))
