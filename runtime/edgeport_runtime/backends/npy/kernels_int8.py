@@ -229,7 +229,8 @@ def prep_pool(kind):
 
 
 def prep_mean(g, op):
-    """MEAN over spatial axes as TFLite's integer kernel: int32 sum, one fixed-point multiply, zero-point bias."""
+    """MEAN as TFLite's int8 kernels: over H, W of a 4-D tensor an int32 sum and one fixed-point multiply plus a
+    zero-point bias; any other axes the generic kernel's float32 rescale of the int32 sum."""
     x_t, out_t = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     axes = tuple(int(a) for a in np.atleast_1d(g.tensors[op.inputs[1]].data))
     keep = bool(op.options.get("KeepDims", False))
@@ -238,13 +239,17 @@ def prep_mean(g, op):
 
     def run(ins):
         x = ins[0]
-        ax = tuple(a % x.ndim for a in axes)
+        ax = tuple(sorted(a % x.ndim for a in axes))
         n = int(np.prod([x.shape[a] for a in ax]))
-        q, e = quantize_multiplier(float(np.float64(si / (np.float32(n) * so))))
-        bias = zo - int(np.float32(zi) * si / so)
-        acc = np.sum(x.astype(np.int64) - 0, axis=ax, keepdims=keep)
-        acc = acc - 0 * zi
-        y = mul_by_quantized_multiplier(acc, q, e) + bias
+        acc = np.sum(x.astype(np.int64), axis=ax, keepdims=keep)
+        if x.ndim == 4 and ax == (1, 2):
+            q, e = quantize_multiplier(float(np.float64(si / (np.float32(n) * so))))
+            y = mul_by_quantized_multiplier(acc, q, e) + (zo - int(np.float32(zi) * si / so))
+        else:
+            scale = np.float32(si / so)
+            bias = np.float32(-zi) * scale
+            mean = acc.astype(np.float32) / np.float32(n)
+            y = _round_half_away((mean * scale + bias).astype(np.float32)).astype(np.int64) + zo
         return [np.clip(y, -128, 127).astype(np.int8)]
     return run
 
