@@ -193,15 +193,17 @@ def prep_add_sub(sign):
 
 
 def prep_mul(g, op):
+    """MUL as XNNPACK's int8 kernel (LiteRT delegates it): the product of the zero-point-shifted inputs, times the
+    float32 scale a_scale * b_scale / out_scale, rounded to nearest-even (TFLite's own fixed-point kernel
+    differs from it by one step now and then)."""
     a_t, b_t, out_t = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
-    q, e = quantize_multiplier(float(np.float64(np.float32(a_t.scale[0]) * np.float32(b_t.scale[0]))
-                                     / np.float64(out_t.scale[0])))
+    scale = np.float32(np.float32(a_t.scale[0]) * np.float32(b_t.scale[0]) / np.float32(out_t.scale[0]))
     za, zb, zo = int(a_t.zero_point[0]), int(b_t.zero_point[0]), int(out_t.zero_point[0])
     lo, hi = act_range(out_t, op.options.get("FusedActivationFunction", 0))
 
     def run(ins):
-        p = (ins[0].astype(np.int64) - za) * (ins[1].astype(np.int64) - zb)
-        return [np.clip(mul_by_quantized_multiplier(p, q, e) + zo, lo, hi).astype(np.int8)]
+        p = (ins[0].astype(np.int32) - za) * (ins[1].astype(np.int32) - zb)  # |p| <= 255 * 255
+        return [np.clip(np.rint(p.astype(np.float32) * scale).astype(np.int32) + zo, lo, hi).astype(np.int8)]
     return run
 
 
@@ -242,9 +244,10 @@ def prep_mean(g, op):
         ax = tuple(sorted(a % x.ndim for a in axes))
         n = int(np.prod([x.shape[a] for a in ax]))
         acc = np.sum(x.astype(np.int64), axis=ax, keepdims=keep)
-        if x.ndim == 4 and ax == (1, 2):
-            q, e = quantize_multiplier(float(np.float64(si / (np.float32(n) * so))))
-            y = mul_by_quantized_multiplier(acc, q, e) + (zo - int(np.float32(zi) * si / so))
+        if keep and x.ndim == 4 and ax == (1, 2):  # the optimized kernel only takes keep_dims 4-D H,W
+            q, e = quantize_multiplier(float(si / (np.float32(n) * so)))  # float32 arithmetic, as TFLite's
+            bias = zo - int(_round_half_away(np.float32(zi) * si / so))
+            y = mul_by_quantized_multiplier(acc, q, e) + bias
         else:
             scale = np.float32(si / so)
             bias = np.float32(-zi) * scale
