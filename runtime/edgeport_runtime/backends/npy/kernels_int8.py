@@ -1,8 +1,9 @@
 """int8 kernels with LiteRT's integer arithmetic: exact int32 accumulation, then requantization.
 
-Accumulation runs as a float64 matrix product (BLAS): every int8 x int8 product and every partial sum of the
-models this backend targets stays far below 2**53, so float64 is exact; the sum is then rounded to int64.
-Requantization follows what ai-edge-litert's default interpreter does (see ``requantize``).
+Accumulation runs as a float matrix product (BLAS) on integer-valued arrays: float32 when the layer's weights
+bound every partial sum below 2**24, float64 otherwise (exact below 2**53); the sums are therefore exact integers.
+Requantization follows what ai-edge-litert's default interpreter does, op by op (see ``Requant``, ``prep_mul``,
+``prep_add_sub``, ``prep_mean``): checked bit for bit against it in the tests.
 """
 from __future__ import annotations
 
@@ -99,33 +100,51 @@ class Requant:
             self.scale = (np.float32(in_scale) * np.asarray(w_scale, np.float32) / out_scale).astype(np.float32)
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
+        """int32 accumulators -> int8 outputs."""
         if self.fixed:
             y = mul_by_quantized_multiplier(acc, self.q, self.shift) + self.zp
-        else:
-            y = np.rint(acc.astype(np.float32) * self.scale).astype(np.int64) + self.zp
-        return np.clip(y, self.lo, self.hi).astype(np.int8)
+            return np.clip(y, self.lo, self.hi).astype(np.int8)
+        y = acc.astype(np.float32)  # rounds to nearest-even above 2**24, as XNNPACK's int32 -> float cast
+        y *= self.scale
+        np.rint(y, out=y)
+        y += np.float32(self.zp)  # exact: |y| < 2**24 after scaling to the int8 range and clamping below
+        np.clip(y, self.lo, self.hi, out=y)
+        return y.astype(np.int8)
 
 
-def _acc(patches_f64: np.ndarray, wm: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    return np.rint(patches_f64 @ wm).astype(np.int64) + bias
+def _gemm_dtype(w: np.ndarray, zx: int):
+    """float32 when every partial sum of (x - zx) . w is an integer below 2**24 (so float32 is exact in any
+    summation order), else float64 (exact below 2**53). Decided per layer from its weights, at load."""
+    max_x = max(abs(-128 - zx), abs(127 - zx))
+    bound = max_x * float(np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max())
+    return np.float32 if bound < 2 ** 24 else np.float64
+
+
+def _acc(patches: np.ndarray, wm: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """int32 accumulators: the exact GEMM result (an integer-valued float array) plus the int32 bias."""
+    acc = (patches @ wm).astype(np.int32)
+    acc += bias
+    return acc
 
 
 def _bias_i(g, op, n):
     idx = op.inputs[2] if len(op.inputs) > 2 else -1
-    return g.tensors[idx].data.astype(np.int64) if idx >= 0 else np.zeros(n, np.int64)
+    return g.tensors[idx].data.astype(np.int32) if idx >= 0 else np.zeros(n, np.int32)
 
 
 def prep_conv(g, op):
     x_t, w_t, out_t = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
     w = w_t.data.astype(np.float64) - w_t.zero_point.reshape(-1, 1, 1, 1)
     o, kh, kw, c = w.shape
-    wm = np.ascontiguousarray(w.reshape(o, -1).T)
     zx = int(x_t.zero_point[0])
+    dt = _gemm_dtype(w, zx)
+    wm = np.ascontiguousarray(w.reshape(o, -1).T, dtype=dt)
     bias, opts = _bias_i(g, op, o), op.options
     rq = Requant(x_t.scale[0], w_t.scale, out_t, opts.get("FusedActivationFunction", 0))
 
     def run(ins):
-        x = ins[0].astype(np.float64) - zx  # padding with 0 here is padding with the zero point
+        x = ins[0].astype(dt)
+        x -= zx  # padding with 0 after this is padding with the zero point
         xp, oh, ow = padded(x, kh, kw, opts)
         return [rq(_acc(im2col(xp, kh, kw, oh, ow, opts), wm, bias))]
     return run
@@ -148,23 +167,27 @@ def prep_depthwise(g, op):
         acc = np.zeros((x.shape[0], oh, ow, cm), np.int32)  # |sum| <= KH*KW*255*128: no int32 overflow
         for i, j, v in taps(xp, kh, kw, oh, ow, opts):
             acc += v * w[i, j]
-        return [rq(acc.astype(np.int64) + bias)]
+        acc += bias
+        return [rq(acc)]
     return run
 
 
 def prep_fully_connected(g, op):
     x_t, w_t, out_t = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
-    w = w_t.data.astype(np.float64) - w_t.zero_point.reshape(-1, 1)[:w_t.data.shape[0] if w_t.zero_point.size > 1
-                                                                    else 1]
-    wt = np.ascontiguousarray(w.T)
+    zpw = w_t.zero_point if w_t.zero_point.size > 1 else w_t.zero_point[:1]
+    w = w_t.data.astype(np.float64) - zpw.reshape(-1, 1)
     zx = int(x_t.zero_point[0])
+    dt = _gemm_dtype(w, zx)
+    wt = np.ascontiguousarray(w.T, dtype=dt)
     bias = _bias_i(g, op, w.shape[0])
     keep = op.options.get("KeepNumDims", False)
     rq = Requant(x_t.scale[0], w_t.scale, out_t, op.options.get("FusedActivationFunction", 0))
 
     def run(ins):
         x = ins[0]
-        y = rq(_acc(x.reshape(-1, wt.shape[0]).astype(np.float64) - zx, wt, bias))
+        xf = x.reshape(-1, wt.shape[0]).astype(dt)
+        xf -= zx
+        y = rq(_acc(xf, wt, bias))
         return [y.reshape(*x.shape[:-1], -1) if keep else y]
     return run
 
