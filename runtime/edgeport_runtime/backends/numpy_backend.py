@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..manifest import TensorSpec
-from .npy import kernels_float, kernels_int8
+from .npy import kernels_float, kernels_hybrid, kernels_int8
 from .npy.reader import Graph, Op, read_graph
 
 # Op versions this backend implements (the newest version the TFLite converter emits for each, as of TF 2.21,
@@ -56,6 +56,9 @@ def _kernel(g: Graph, op: Op, path: str) -> Callable:
         refuse(f"has {first.dtype.name} input {first.name!r}, which the numpy kernels do not implement")
     if act not in kernels_float.FLOAT_ACTIVATIONS:
         refuse(f"has fused activation {act}, which the float kernels do not implement")
+    weights = g.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+    if op.name in kernels_hybrid.HYBRID and weights is not None and weights.dtype == np.int8:
+        return kernels_hybrid.HYBRID[op.name](g, op)
     if op.name == "QUANTIZE":
         return kernels_int8.prep_quantize(g, op)
     return kernels_float.FLOAT[op.name](g, op)

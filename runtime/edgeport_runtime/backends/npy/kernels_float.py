@@ -1,8 +1,8 @@
 """Float32 kernels and the shape/data-movement ops (dtype-agnostic). Each ``prep_*`` runs once at load and
 returns ``fn(inputs) -> outputs``; weights are rearranged there so a call is mostly one matrix product.
 
-Dynamic-range models (int8 weights, float activations) run here with the weights dequantized once at load;
-LiteRT instead quantizes the activations on the fly, so the two differ by that activation rounding.
+Dynamic-range FULLY_CONNECTED / CONV_2D run in kernels_hybrid; any other float op with int8 constant weights
+gets them dequantized once at load (``const_float``).
 """
 from __future__ import annotations
 
