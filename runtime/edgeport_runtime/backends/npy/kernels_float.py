@@ -52,7 +52,7 @@ def prep_conv(g, op):
 
     def run(ins):
         xp, oh, ow = padded(ins[0], kh, kw, opts)
-        y = im2col(xp, kh, kw, oh, ow, opts) @ wm
+        y = (im2col(xp, kh, kw, oh, ow, opts) @ wm).reshape(xp.shape[0], oh, ow, o)
         y += b
         return [activate(y, act)]
     return run

@@ -84,7 +84,7 @@ def prep_conv(g, op):
         n = x.shape[0]
         q, step = _quantize_rows(x.reshape(n, -1).astype(np.float32))  # one scale per image
         xp, oh, ow = padded(q.reshape(x.shape).astype(np.float64), kh, kw, opts)  # zero = the zero point
-        acc = im2col(xp, kh, kw, oh, ow, opts) @ wm
+        acc = (im2col(xp, kh, kw, oh, ow, opts) @ wm).reshape(n, oh, ow, o)
         return [_finish(acc, step[:, None, None, None], kscale, bias, act)]
     return run
 

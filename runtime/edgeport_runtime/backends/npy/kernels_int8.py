@@ -146,7 +146,7 @@ def prep_conv(g, op):
         x = ins[0].astype(dt)
         x -= zx  # padding with 0 after this is padding with the zero point
         xp, oh, ow = padded(x, kh, kw, opts)
-        return [rq(_acc(im2col(xp, kh, kw, oh, ow, opts), wm, bias))]
+        return [rq(_acc(im2col(xp, kh, kw, oh, ow, opts), wm, bias)).reshape(xp.shape[0], oh, ow, o)]
     return run
 
 
@@ -205,14 +205,25 @@ def prep_add_sub(sign):
         za, zb, zo = int(a_t.zero_point[0]), int(b_t.zero_point[0]), int(out_t.zero_point[0])
         lo, hi = act_range(out_t, op.options.get("FusedActivationFunction", 0))
 
-        def run(ins):
-            a = (ins[0].astype(np.int64) - za) << left_shift
-            b = (ins[1].astype(np.int64) - zb) << left_shift
+        def exact(ia, ib):
+            a = (ia.astype(np.int64) - za) << left_shift
+            b = (ib.astype(np.int64) - zb) << left_shift
             s = mul_by_quantized_multiplier(a, qa, ea) + sign * mul_by_quantized_multiplier(b, qb, eb)
             y = mul_by_quantized_multiplier(s, qo, eo) + zo
-            return [np.clip(y, lo, hi).astype(np.int8)]
-        return run
+            return np.clip(y, lo, hi).astype(np.int8)
+        return _pair_table(exact)
     return prep
+
+
+def _pair_table(exact):
+    """A binary int8 op as a 256 x 256 table of its exact results, built once at load: one gather per call."""
+    q = np.arange(-128, 128, dtype=np.int64)
+    table = exact(q[:, None], q[None, :])
+
+    def run(ins):
+        # int8 -> uint8 with the sign bit flipped is value + 128: the table row/column, without a widening copy
+        return [table[ins[0].view(np.uint8) ^ np.uint8(0x80), ins[1].view(np.uint8) ^ np.uint8(0x80)]]
+    return run
 
 
 def prep_mul(g, op):
@@ -224,10 +235,10 @@ def prep_mul(g, op):
     za, zb, zo = int(a_t.zero_point[0]), int(b_t.zero_point[0]), int(out_t.zero_point[0])
     lo, hi = act_range(out_t, op.options.get("FusedActivationFunction", 0))
 
-    def run(ins):
-        p = (ins[0].astype(np.int32) - za) * (ins[1].astype(np.int32) - zb)  # |p| <= 255 * 255
-        return [np.clip(np.rint(p.astype(np.float32) * scale).astype(np.int32) + zo, lo, hi).astype(np.int8)]
-    return run
+    def exact(ia, ib):
+        p = (ia.astype(np.int32) - za) * (ib.astype(np.int32) - zb)  # |p| <= 256 * 256
+        return np.clip(np.rint(p.astype(np.float32) * scale).astype(np.int32) + zo, lo, hi).astype(np.int8)
+    return _pair_table(exact)
 
 
 def prep_pool(kind):
