@@ -70,8 +70,10 @@ def prep_depthwise(g, op):
             x = np.repeat(x, m, axis=-1)
         xp, oh, ow = padded(x, kh, kw, opts)
         y = np.zeros((x.shape[0], oh, ow, cm), np.float32)
+        tmp = np.empty_like(y)
         for i, j, v in taps(xp, kh, kw, oh, ow, opts):
-            y += v * w[i, j]
+            np.multiply(v, w[i, j], out=tmp)
+            y += tmp
         y += b
         return [activate(y, act)]
     return run

@@ -152,21 +152,27 @@ def prep_conv(g, op):
 
 def prep_depthwise(g, op):
     x_t, w_t, out_t = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
-    w = (w_t.data[0].astype(np.int64) - w_t.zero_point.reshape(1, 1, -1)).astype(np.int32)  # (KH, KW, C*M)
-    kh, kw, cm = w.shape
+    w64 = w_t.data[0].astype(np.float64) - w_t.zero_point.reshape(1, 1, -1)  # (KH, KW, C*M)
+    kh, kw, cm = w64.shape
     zx = int(x_t.zero_point[0])
+    dt = _gemm_dtype(np.moveaxis(w64, -1, 0), zx)  # exactness bound per output channel over its taps
+    w = w64.astype(dt)
     bias, opts = _bias_i(g, op, cm), op.options
     rq = Requant(x_t.scale[0], w_t.scale, out_t, opts.get("FusedActivationFunction", 0))
 
     def run(ins):
-        x = ins[0].astype(np.int32) - zx
+        x = ins[0].astype(dt)
+        x -= zx
         m = cm // x.shape[-1]
-        if m > 1:
+        if m > 1:  # output channel c*M+k reads input channel c
             x = np.repeat(x, m, axis=-1)
         xp, oh, ow = padded(x, kh, kw, opts)
-        acc = np.zeros((x.shape[0], oh, ow, cm), np.int32)  # |sum| <= KH*KW*255*128: no int32 overflow
+        acc = np.zeros((x.shape[0], oh, ow, cm), dt)
+        tmp = np.empty_like(acc)
         for i, j, v in taps(xp, kh, kw, oh, ow, opts):
-            acc += v * w[i, j]
+            np.multiply(v, w[i, j], out=tmp)
+            acc += tmp
+        acc = acc.astype(np.int32)
         acc += bias
         return [rq(acc)]
     return run
