@@ -1,5 +1,6 @@
 """The pure-numpy TFLite backend against ai-edge-litert (the oracle) on the fixture bundle's .tflite files,
 plus crafted bad files. No TensorFlow: crafted models are byte edits of the fixture made here."""
+import json
 import math
 import shutil
 import struct
@@ -123,3 +124,28 @@ def test_fixed_point_multiply_rounds_like_tflite():
     q, e = kernels_int8.quantize_multiplier(0.75)
     out = kernels_int8.mul_by_quantized_multiplier(np.array([10, 4, -4, 1 << 20]), q, e)
     assert out.tolist() == [8, 3, -3, int(math.floor(0.75 * (1 << 20)))]
+
+
+def test_cli_predict_with_numpy_backend_matches_toolkit_litert_outputs(bundle, tmp_path, capsys):
+    from edgeport_runtime.cli import main
+
+    x = np.load(bundle / "check_inputs.npy")
+    np.save(tmp_path / "x.npy", x)
+    code = main(["predict", str(bundle), "--backend", "numpy", "--input", str(tmp_path / "x.npy"), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    # check_tflite-int8.npy was written by the toolkit's own LiteRT run of this artifact: must be identical
+    np.testing.assert_array_equal(np.asarray(json.loads(out)["outputs"], np.float32),
+                                  np.load(bundle / "check_tflite-int8.npy"))
+
+
+def test_cli_unsupported_op_is_one_line_exit_2(bundle, tmp_path, capsys):
+    from edgeport_runtime.cli import main
+
+    bad = tmp_path / "svdf.tflite"
+    shutil.copy(bundle / "tflite-int8.tflite", bad)
+    _patch_first_op(bad, 4, 27, "<b")
+    _patch_first_op(bad, 10, 27, "<i")
+    code = main(["info", str(bad), "--backend", "numpy"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "SVDF" in err and "litert" in err
