@@ -15,8 +15,9 @@ from ..manifest import TensorSpec
 from .npy import kernels_float, kernels_hybrid, kernels_int8
 from .npy.reader import Graph, Op, read_graph
 
-# Op versions this backend implements (the newest version the TFLite converter emits for each, as of TF 2.21,
-# for the features edgeport's recipes use); a newer version may carry semantics we do not know, so is refused.
+# Highest op version accepted per op. Higher versions add variants (int16 activations, int4 weights, new
+# options) whose semantics this backend does not implement, so they are refused at load rather than guessed;
+# int16 / int4 / per-channel activation tensors are refused by type as well.
 MAX_VERSION = {"CONV_2D": 6, "DEPTHWISE_CONV_2D": 7, "FULLY_CONNECTED": 12, "ADD": 5, "SUB": 5, "MUL": 7,
                "AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "MEAN": 3, "SOFTMAX": 3, "LOGISTIC": 3, "TANH": 3,
                "HARD_SWISH": 1, "RELU": 3, "RELU6": 3, "QUANTIZE": 3, "DEQUANTIZE": 6, "RESHAPE": 2,

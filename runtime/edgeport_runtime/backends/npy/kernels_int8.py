@@ -79,35 +79,24 @@ def _round_half_away(x):
 
 
 class Requant:
-    """int32 accumulator -> int8 for a conv/FC: XNNPACK's fp32 requantization, LiteRT's default path.
-
-    XNNPACK (on by default in ai-edge-litert) converts the accumulator to float32, multiplies by the float32
-    scale ``input_scale * filter_scale / output_scale`` and rounds to nearest-even. ``fixed=True`` gives the
-    TFLite reference kernels' fixed-point path (QuantizeMultiplier + double rounding) instead.
+    """int32 accumulator -> int8 for a conv/FC the way LiteRT's default interpreter does it (XNNPACK): the
+    accumulator converted to float32, times the float32 scale ``input_scale * filter_scale / output_scale``
+    (per output channel), rounded half to even, plus the output zero point, clamped to the activation range.
+    (TFLite's reference kernels use a fixed-point multiplier instead and differ by one step now and then.)
     """
 
-    def __init__(self, in_scale, w_scale, out_t, act, fixed=False):
-        self.fixed = fixed
+    def __init__(self, in_scale, w_scale, out_t, act):
         self.zp = int(out_t.zero_point[0])
         self.lo, self.hi = act_range(out_t, act)
         out_scale = np.float32(out_t.scale[0])
-        if fixed:
-            eff = np.float64(in_scale) * np.asarray(w_scale, np.float64) / np.float64(out_scale)
-            qs = [quantize_multiplier(float(m)) for m in np.atleast_1d(eff)]
-            self.q = np.array([a for a, _ in qs], np.int64)
-            self.shift = np.array([b for _, b in qs], np.int64)
-        else:
-            self.scale = (np.float32(in_scale) * np.asarray(w_scale, np.float32) / out_scale).astype(np.float32)
+        self.scale = (np.float32(in_scale) * np.asarray(w_scale, np.float32) / out_scale).astype(np.float32)
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         """int32 accumulators -> int8 outputs."""
-        if self.fixed:
-            y = mul_by_quantized_multiplier(acc, self.q, self.shift) + self.zp
-            return np.clip(y, self.lo, self.hi).astype(np.int8)
         y = acc.astype(np.float32)  # rounds to nearest-even above 2**24, as XNNPACK's int32 -> float cast
         y *= self.scale
         np.rint(y, out=y)
-        y += np.float32(self.zp)  # exact: |y| < 2**24 after scaling to the int8 range and clamping below
+        y += np.float32(self.zp)  # exact: the clamp below keeps only int8-range values
         np.clip(y, self.lo, self.hi, out=y)
         return y.astype(np.int8)
 
@@ -331,8 +320,9 @@ def prep_quantize(g, op):
     x_t, out_t = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     so, zo = np.float32(out_t.scale[0]), int(out_t.zero_point[0])
     info = np.iinfo(out_t.dtype)
-    if x_t.dtype.kind == "f":
-        return lambda ins: [np.clip(np.rint(ins[0] / so) + zo, info.min, info.max).astype(out_t.dtype)]
+    if x_t.dtype.kind == "f":  # as LiteRT executes it: rint(x * (1/scale)) + zero_point, halves to even
+        inv = np.float32(1.0) / so
+        return lambda ins: [np.clip(np.rint(ins[0] * inv) + zo, info.min, info.max).astype(out_t.dtype)]
     # requantize int8 -> int8 (scale change)
     q, e = quantize_multiplier(float(np.float64(x_t.scale[0]) / np.float64(so)))
     zi = int(x_t.zero_point[0])

@@ -58,33 +58,30 @@ class Graph:
     outputs: List[int]
 
 
-def _options(op, name: str) -> Dict[str, Any]:
-    """Decode the builtin options table into a dict of its scalar fields (``tflite`` generates one class per op)."""
+# BuiltinOptions union tag -> options class name (e.g. 8 -> "FullyConnectedOptions"), from the schema package
+_OPTION_CLASSES = {v: k for k, v in vars(tflite.BuiltinOptions).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _options(op) -> Dict[str, Any]:
+    """Decode the builtin options table into a dict of its fields (scalars, and vectors as lists of ints)."""
     table = op.BuiltinOptions()
-    if table is None:
-        return {}
-    cls_name = {"AVERAGE_POOL_2D": "Pool2DOptions", "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions",
-                "RELU": None, "RELU6": None, "LOGISTIC": None, "TANH": None, "CONCATENATION": "ConcatenationOptions",
-                "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions", "CONV_2D": "Conv2DOptions"}.get(name, "")
-    if cls_name == "":
-        cls_name = "".join(p.capitalize() for p in name.split("_")) + "Options"
-        cls_name = cls_name.replace("2d", "2D")
-    cls = getattr(tflite, cls_name, None) if cls_name else None
-    if cls is None:
+    cls = getattr(tflite, _OPTION_CLASSES.get(op.BuiltinOptionsType(), ""), None)
+    if table is None or cls is None:
         return {}
     obj = cls()
     obj.Init(table.Bytes, table.Pos)
     out = {}
     for attr in dir(obj):
-        if attr[0].isupper() and not attr.startswith("GetRoot") and "IsNone" not in attr and "Length" not in attr \
-                and not attr.endswith("AsNumpy") and attr not in ("Init",) and "BufferHas" not in attr:
-            try:
-                out[attr] = getattr(obj, attr)()
-            except TypeError:  # vector accessors take an index
-                np_attr = getattr(obj, attr + "AsNumpy", None)
-                if np_attr is not None:
-                    v = np_attr()
-                    out[attr] = [] if isinstance(v, int) else [int(i) for i in v]
+        if not attr[0].isupper() or attr.startswith("GetRoot") or attr == "Init" or attr.endswith(
+                ("AsNumpy", "Length", "IsNone")) or "BufferHas" in attr:
+            continue
+        try:
+            out[attr] = getattr(obj, attr)()
+        except TypeError:  # a vector field: its accessor takes an index; read it whole instead
+            np_attr = getattr(obj, attr + "AsNumpy", None)
+            if np_attr is not None:
+                v = np_attr()
+                out[attr] = [] if isinstance(v, int) else [int(i) for i in v]
     return out
 
 
@@ -144,6 +141,9 @@ def read_graph(data: bytes, path: str) -> Graph:
         ops = []
         for i in range(sg.OperatorsLength()):
             o = sg.Operators(i)
+            if not 0 <= o.OpcodeIndex() < model.OperatorCodesLength():
+                raise ValueError(f"operator {i} names opcode {o.OpcodeIndex()}, "
+                                 f"the file has {model.OperatorCodesLength()}")
             code = model.OperatorCodes(o.OpcodeIndex())
             builtin = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
             if builtin == tflite.BuiltinOperator.CUSTOM:
@@ -151,7 +151,7 @@ def read_graph(data: bytes, path: str) -> Graph:
             else:
                 name = BUILTIN_OPCODE2NAME.get(builtin, f"BUILTIN_{builtin}")
             ops.append(Op(name, int(code.Version()), _vec(o.InputsAsNumpy), _vec(o.OutputsAsNumpy),
-                          _options(o, name) if not name.startswith("CUSTOM") else {}))
+                          _options(o) if not name.startswith("CUSTOM") else {}))
         n = len(tensors)
         ins, outs = _vec(sg.InputsAsNumpy), _vec(sg.OutputsAsNumpy)
         for idx in ins + outs + [j for op in ops for j in op.inputs + op.outputs]:
