@@ -82,7 +82,11 @@ class NumpySession:
         consts = {t.index: t.data for t in g.tensors if t.data is not None}
         self._steps: List[Tuple[Callable, List[int], List[int]]] = []
         for op in g.ops:
-            fn = _kernel(g, op, str(path))
+            try:
+                fn = _kernel(g, op, str(path))
+            except NotImplementedError as e:  # a kernel saw an option/variant it does not implement
+                raise ModelLoadError(f"{path}: op {op.name} (version {op.version}) uses {e}, which the numpy "
+                                     "backend does not implement. Run this artifact with the litert backend.") from None
             if all(i < 0 or i in consts for i in op.inputs):  # e.g. float16 weights -> float32: once, here
                 for o, v in zip(op.outputs, fn([consts.get(i) for i in op.inputs])):
                     consts[o] = v

@@ -199,6 +199,12 @@ def prep_pad(g, op):
 
 def prep_concat(g, op):
     axis, act = op.options.get("Axis", 0), op.options.get("FusedActivationFunction", 0)
+    out_t = g.tensors[op.outputs[0]]
+    for i in op.inputs:  # int8 concatenation is a plain copy only when every input shares the output's scale
+        t = g.tensors[i]
+        if out_t.scale is not None and (t.scale is None or t.scale[0] != out_t.scale[0]
+                                        or t.zero_point[0] != out_t.zero_point[0]):
+            raise NotImplementedError("int8 inputs with a scale or zero point other than the output's")
 
     def run(ins):
         y = np.concatenate(ins, axis=axis)
