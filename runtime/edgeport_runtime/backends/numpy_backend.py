@@ -52,6 +52,9 @@ def _kernel(g: Graph, op: Op, path: str) -> Callable:
             refuse(f"has fused activation {act}, which the int8 kernels do not implement")
         if first.scale.size != 1:
             refuse("has a per-channel quantized activation input")
+        out = g.tensors[op.outputs[0]] if op.outputs else None
+        if out is None or out.dtype != np.int8 or out.scale is None or out.scale.size != 1:
+            refuse("has an int8 input but not a per-tensor int8 output")
         return kernels_int8.INT8[op.name](g, op)
     if first is not None and first.dtype.kind != "f":
         refuse(f"has {first.dtype.name} input {first.name!r}, which the numpy kernels do not implement")
@@ -84,14 +87,17 @@ class NumpySession:
         for op in g.ops:
             try:
                 fn = _kernel(g, op, str(path))
+                if all(i < 0 or i in consts for i in op.inputs):  # e.g. float16 weights -> float32: once, here
+                    for o, v in zip(op.outputs, fn([consts.get(i) for i in op.inputs])):
+                        consts[o] = v
+                        g.tensors[o].data = v
+                    continue
             except NotImplementedError as e:  # a kernel saw an option/variant it does not implement
                 raise ModelLoadError(f"{path}: op {op.name} (version {op.version}) uses {e}, which the numpy "
                                      "backend does not implement. Run this artifact with the litert backend.") from None
-            if all(i < 0 or i in consts for i in op.inputs):  # e.g. float16 weights -> float32: once, here
-                for o, v in zip(op.outputs, fn([consts.get(i) for i in op.inputs])):
-                    consts[o] = v
-                    g.tensors[o].data = v
-                continue
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:  # e.g. weights without data
+                raise ModelLoadError(f"{path}: op {op.name} is malformed ({type(e).__name__}: {e}); the file is "
+                                     "corrupt or was not written by the TFLite converter: re-export it.") from None
             self._steps.append((fn, op.inputs, op.outputs))
         self._consts = consts
         # free each intermediate after its last reader
