@@ -128,3 +128,18 @@ def test_zoo_model_matches_litert(tmp_path, name, recipe):
     model = build_model(name, row.reference_shape, row.reference_classes or 10)
     x = np.random.default_rng(0).uniform(0, 1, (16, *row.reference_shape)).astype(np.float32)
     _compare(_convert(model, x, recipe, tmp_path / "m.tflite"), x, recipe)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", [Recipe.TFLITE_INT8_QAT, Recipe.TFLITE_INT8_PRUNED], ids=lambda r: r.value)
+def test_trained_int8_recipes_match_litert_bit_for_bit(tmp_path, recipe):
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny_cnn", (8, 8, 1), 10)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (64, 8, 8, 1)).astype(np.float32)
+    src = Source(Path("numpy-parity"), "keras", model, (8, 8, 1), (10,))
+    job = Job(src, x, x, rng.integers(0, 10, 64), None, None, "classification", 0)
+    spec = RECIPES[recipe]
+    out = tmp_path / "m.tflite"
+    getattr(exporters, spec.exporter)(job, spec, dict(spec.options, epochs=1), out)
+    _compare(out, x, Recipe.TFLITE_INT8)
