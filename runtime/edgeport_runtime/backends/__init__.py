@@ -34,6 +34,9 @@ BACKENDS: Dict[str, Backend] = {
         Backend("tflite-runtime", "tflite", "tflite_runtime.interpreter", "tflite", "tflite",
                 ("x86_64", "aarch64", "armv7l")),
         Backend("onnxruntime", "onnx", "onnxruntime", "onnx", "onnx", ("x86_64", "aarch64", "arm64")),
+        # pure numpy (reads the flatbuffer with the `tflite` schema package): last, used where nothing compiled is
+        Backend("numpy", "tflite", "tflite.Model", "numpy_backend", "numpy",
+                ("x86_64", "aarch64", "arm64", "armv7l", "armv6l")),
     ]
 }
 
