@@ -24,9 +24,11 @@ from edgeport_runtime.errors import EdgeportError
 ARCHES: Dict[str, Dict[str, object]] = {
     "arm64": {"binfmt": "qemu-aarch64", "machine": "aarch64",
               "include": ["python3", "python3-venv", "python3-pip", "ca-certificates"]},
-    # 32-bit Pi OS path: numpy from the OS (no armv7 wheels on PyPI), tflite-runtime from the wheelhouse
+    # 32-bit Pi OS path: numpy and Pillow from the OS (no armv7 wheels of either on PyPI), tflite-runtime from
+    # the wheelhouse
     "armhf": {"binfmt": "qemu-arm", "machine": "armv7l",
-              "include": ["python3", "python3-venv", "python3-pip", "python3-numpy", "ca-certificates"]},
+              "include": ["python3", "python3-venv", "python3-pip", "python3-numpy", "python3-pil",
+                          "ca-certificates"]},
 }
 HOST_PACKAGES = ["qemu-user-static", "binfmt-support", "mmdebstrap", "arch-test"]
 SUITE = "bookworm"
@@ -57,7 +59,9 @@ def ensure_host_tools() -> None:
     if missing:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         _run(["apt-get", "update", "-qq"], "apt-get update", env=env)
-        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], "apt-get install", env=env)
+        # other apt runs (a parallel CI job) hold the dpkg lock for a while: wait for it instead of failing
+        _run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq", "--no-install-recommends",
+              *missing], "apt-get install", env=env)
 
 
 def ensure_binfmt(arch: str) -> None:
