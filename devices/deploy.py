@@ -128,6 +128,8 @@ def remote_script(name: str, *args: object) -> str:
     quoted, so no value (a profile's, a path's) is ever parsed by the device's shell.
     """
     body = (HERE / name).read_text().replace("#@COMMON@\n", (HERE / "remote_common.sh").read_text())
+    # comment lines are for readers of this repository, not for the device (they would fill its `ps` output)
+    body = "\n".join(ln for ln in body.splitlines() if ln.strip() and not ln.lstrip().startswith("#")) + "\n"
     return " ".join(shlex.quote(str(a)) for a in ("sh", "-c", body, name, *args))
 
 

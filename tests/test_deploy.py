@@ -4,6 +4,7 @@ the device lock, the .complete marker, pruning, verified rollback and host-key m
 The server runs on a free non-default port with throwaway host and client keys, started and stopped here. A
 missing sshd fails these tests (with the command that installs it); it never skips them.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -190,54 +191,66 @@ def test_killed_deploy_keeps_previous_release(first_deploy, sshd, full_bundle):
     STATE["killed"] = killed
 
 
-def test_overlapping_deploys_wait_for_the_lock_and_leftovers_are_cleaned(first_deploy, sshd, full_bundle, cli):
+def test_overlapping_deploys_take_turns_and_leftovers_are_cleaned(first_deploy, sshd, full_bundle, cli):
     remote = Path(sshd["remote"])
     # what interrupted deploys leave: a partial upload, and a newer release with only venv/ and no marker
-    (remote / "incoming" / "20000101T000000-deadbeef.tar.gz").write_bytes(b"partial")
+    junk = remote / "incoming" / "20000101T000000-deadbeef.tar.gz"
+    junk.write_bytes(b"partial")
     broken = "29991231T235959-0badc0de"
     (remote / "releases" / broken / "venv").mkdir(parents=True)
     known = set(_releases(sshd))
-    time.sleep(1.1)  # release ids carry a seconds timestamp
-    proc = _start_deploy(sshd, full_bundle)
-    second = _wait_new_release(sshd, known)
-    # a second deploy and a rollback while the first installs: refused with a clear message, nothing touched
-    code, _, err = cli("deploy", full_bundle, *_args(sshd, "--lock-wait", "1"))
-    assert code == 2 and "another edgeport deploy or rollback is running" in err
-    code, _, err = cli("rollback", *_args(sshd, "--lock-wait", "1")[2:])
-    assert code == 2 and "another edgeport deploy or rollback is running" in err
-    out, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err.decode()
-    assert _current(sshd) == second and _complete(sshd, second)
+    with open(remote / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the test plays a deploy in progress: both below must wait for it
+        time.sleep(1.1)  # release ids carry a seconds timestamp
+        a = _start_deploy(sshd, full_bundle)
+        time.sleep(1.1)
+        b = _start_deploy(sshd, full_bundle)
+        # a rollback and a third deploy that will not wait: refused with a clear message, nothing touched
+        code, _, err = cli("rollback", *_args(sshd, "--lock-wait", "1")[2:])
+        assert code == 2 and "another edgeport deploy or rollback is running" in err
+        code, _, err = cli("deploy", full_bundle, *_args(sshd, "--lock-wait", "1"))
+        assert code == 2 and "another edgeport deploy or rollback is running" in err
+        assert junk.exists() and broken in _releases(sshd) and set(_releases(sshd)) == known
+        fcntl.flock(held, fcntl.LOCK_UN)
+    for proc in (a, b):  # one after the other, each under the lock: both succeed
+        _, err = proc.communicate(timeout=1800)
+        assert proc.returncode == 0, err.decode()
+    new = sorted(set(_releases(sshd)) - known)
+    assert len(new) == 2 and all(_complete(sshd, r) for r in new) and _current(sshd) in new
     left = _releases(sshd)
-    assert first_deploy in left and _complete(sshd, first_deploy)  # the previous complete release is kept
+    assert first_deploy in left  # the previous complete release is kept
     assert broken not in left and STATE["killed"] not in left  # incomplete ones were removed (under the lock)
     assert all(_complete(sshd, r) for r in left)
     assert list((remote / "incoming").iterdir()) == []
-    STATE["second"] = second
 
 
 def test_rollback_verifies_its_target_then_switches_and_is_recorded(first_deploy, sshd, full_bundle, cli):
-    second = STATE["second"]
-    bundle = Path(sshd["remote"]) / "releases" / first_deploy / "bundle"
+    cur = _current(sshd)
+    prev = max(r for r in _releases(sshd) if r < cur and _complete(sshd, r))  # what rollback must pick
+    bundle = Path(sshd["remote"]) / "releases" / prev / "bundle"
     man = json.loads((bundle / "manifest.json").read_text())
     art = bundle / next(a["path"] for a in man["artifacts"] if a["name"] == "tflite-int8")
     good = art.read_bytes()
-    art.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one flipped bit in the previous release
+    art.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one flipped bit in the release to roll back to
     code, _, err = cli("rollback", *_args(sshd)[2:])
     assert code == 2 and "does not match the sha256" in err and "stays current" in err
-    assert _current(sshd) == second
+    assert _current(sshd) == cur
     art.write_bytes(good)
     code, out, err = cli("rollback", *_args(sshd)[2:], "--bundle", full_bundle)
     assert code == 0, err
-    assert _current(sshd) == first_deploy and first_deploy in out
-    # report.md no longer shows the rolled-back release as the one running
+    assert _current(sshd) == prev and prev in out
+    # report.md no longer shows a rolled-back release as the one running
     assert cli("report", full_bundle)[0] == 0
     row = json.loads((full_bundle / "report.json").read_text())["devices"][0]
-    assert row["current_release"] == first_deploy and row["is_current"] is False
-    assert f"rolled back: current is {first_deploy}" in (full_bundle / "report.md").read_text()
-    # with `current` on the oldest complete release there is nothing older to go back to
-    code, _, err = cli("rollback", *_args(sshd)[2:])
-    assert code == 2 and "no complete release older than" in err and _current(sshd) == first_deploy
+    assert row["current_release"] == prev and row["is_current"] == (row["release"] == prev)
+    assert (f"rolled back: current is {prev}" in (full_bundle / "report.md").read_text()) != row["is_current"]
+    # rolling back further ends at the oldest complete release, with a clear refusal
+    for _ in range(len(_releases(sshd))):
+        code, _, err = cli("rollback", *_args(sshd)[2:])
+        if code != 0:
+            break
+    assert code == 2 and "no complete release older than" in err
+    assert _current(sshd) == min(r for r in _releases(sshd) if _complete(sshd, r))
 
 
 def test_remote_values_are_quoted(sshd, tmp_path, cli):
