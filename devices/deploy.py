@@ -106,18 +106,19 @@ class Target:
             return DeployError(f"{self.host}: ssh failed ({err.splitlines()[-1] if err else 'exit 255'}).")
         return None
 
-    def run(self, command: str, stdin: Optional[bytes] = None, timeout: int = TIMEOUT) -> str:
-        """Run ``command`` on the device; raise DeployError with ssh's own explanation on failure."""
+    def run(self, command: str, stdin: Optional[bytes] = None, timeout: int = TIMEOUT,
+            unchanged: str = "the previous release stays current") -> str:
+        """Run ``command`` on the device; raise DeployError with ssh's own (or the device's) explanation on
+        failure, ending in ``unchanged``: what the failure left as it was."""
         try:
             out = subprocess.run(self.ssh_args() + [command], input=stdin, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise DeployError(f"{self.host}: no answer within {timeout} s; the previous release stays current.") \
-                from None
+            raise DeployError(f"{self.host}: no answer within {timeout} s; {unchanged}.") from None
         if out.returncode != 0:
             err = out.stderr.decode(errors="replace").strip()
             raise self.ssh_error(err, out.returncode) or DeployError(
                 f"{self.host}: {err.splitlines()[-1] if err else f'exit {out.returncode}'} "
-                f"(exit {out.returncode}); the previous release stays current.")
+                f"(exit {out.returncode}); {unchanged}.")
         return out.stdout.decode()
 
 
@@ -221,7 +222,7 @@ def rollback(target: Target, bundle_dir: Optional[str] = None) -> Tuple[str, Lis
     id and the files updated.
     """
     rid = target.run(remote_script("remote_rollback.sh", target.remote_dir, target.lock_wait),
-                     timeout=60 + target.lock_wait).strip()
+                     timeout=60 + target.lock_wait, unchanged="the device's current release was not changed").strip()
     updated = []
     if bundle_dir:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

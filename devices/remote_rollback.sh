@@ -15,10 +15,11 @@ for d in $(ls -1d releases/* 2>/dev/null | sort); do
     [ -e "$d/.complete" ] && prev=$d
 done
 [ -n "$prev" ] || { echo "no complete release older than ${cur#releases/} to roll back to" >&2; exit 4; }
-verify_release "$prev" || {
-    echo "release ${prev#releases/} failed its checks, so ${cur#releases/} stays current; deploy a bundle" \
-         "again instead (edgeport deploy)" >&2
-    exit 4; }
+if ! why=$(verify_release "$prev" 2>&1); then
+    echo "release ${prev#releases/} failed its checks ($(echo "$why" | tail -n 1)), so ${cur#releases/} stays" \
+         "current; deploy a bundle again instead (edgeport deploy)" >&2
+    exit 4
+fi
 ln -sfn "$prev" current.new
 mv -T current.new current
 echo "${prev#releases/}"

@@ -285,7 +285,7 @@ def test_changed_host_key_gets_its_own_message(sshd, full_bundle, tmp_path, cli)
 def test_bad_host_argument(cli, full_bundle):
     code, _, err = cli("deploy", full_bundle, "--device", "x86_64", "--host", "nouser")
     assert code == 2 and "expected USER@HOST" in err
-    code, _, err = cli("deploy", full_bundle, "--device", "x86_64", "--host", "-oProxyCommand=touch@x")
+    code, _, err = cli("deploy", full_bundle, "--device", "x86_64", "--host=-oProxyCommand=touch@x")
     assert code == 2 and "expected USER@HOST" in err
 
 
