@@ -1,6 +1,7 @@
-# Shared part of remote_deploy.sh and remote_rollback.sh (prepended to each before it is sent).
+# Shared part of remote_deploy.sh and remote_rollback.sh (spliced in at their @COMMON@ line before sending).
 #
-# Device-side lock: one deploy or rollback at a time per ROOT. flock(1) on ROOT/.lock when the device has it (released by the kernel when the holder dies);
+# Device-side lock: one deploy or rollback at a time per ROOT. flock(1) on ROOT/.lock when the device has it
+# (released by the kernel when the holder dies);
 # otherwise a mkdir lock ROOT/.lock.d holding the owner's pid (taken over when that pid is gone).
 # Needs: the current directory = ROOT, $lock_wait (seconds). Sets an EXIT trap when the mkdir lock is used.
 root=$(pwd)
@@ -25,7 +26,7 @@ else
         waited=$((waited + 1))
     done
     echo $$ > .lock.d/pid
-    trap 'rm -rf "$root/.lock.d"' EXIT  # absolute: the scripts cd nowhere else, but be safe
+    trap 'rm -rf "$root/.lock.d"' EXIT  # an absolute path: works whatever the current directory is then
     trap 'exit 130' INT TERM HUP
 fi
 
