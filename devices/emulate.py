@@ -1,7 +1,7 @@
 """Emulated ARM devices on an x86_64 host: qemu-user through binfmt_misc, Debian root filesystems, chroot.
 
 Used by `make test-arm` (tests/test_arm.py). Needs root. Every step that cannot be done raises EmulationError
-saying which and why; nothing is skipped silently. See ../shared/STACK.md for the measured facts this follows:
+saying which and why; nothing is skipped silently. Two facts measured on this setup shape it:
 pin the emulated CPU (qemu's default `max` CPU exposes SME and LiteRT's int8 kernels then return wrong numbers),
 and give onnxruntime an ARM /proc/cpuinfo (it segfaults reading the host's x86 one under qemu).
 """

@@ -25,7 +25,7 @@ from edgeport.devices.profiles import get_profile
 
 pytestmark = pytest.mark.arm
 
-CASES = [  # profile, Debian architecture, emulated CPUs (STACK.md: pin the CPU, never qemu's default `max`)
+CASES = [  # profile, Debian architecture, emulated CPUs (pinned: qemu's default `max` CPU breaks LiteRT int8)
     ("rpi4", "arm64", ["cortex-a72", "cortex-a76", "cortex-a53"]),
     ("rpi-32bit", "armhf", ["cortex-a7"]),
 ]
