@@ -76,6 +76,10 @@ $(BUNDLE)/report.md: $(BUNDLE)/parity.json $(BUNDLE)/bench.json
 	$(BIN)/edgeport report $(BUNDLE) > /dev/null
 
 test: $(STAMP) $(RSTAMP)
+	@# the deploy tests start a real OpenSSH server: install it as root when missing, else stop with the command
+	@command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; } || \
+	  { echo "make test: the deploy tests need sshd; run: sudo apt-get install openssh-server" >&2; exit 2; }
 	$(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-runtime
 

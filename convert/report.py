@@ -72,15 +72,24 @@ def build_report(bundle: str) -> Dict[str, Any]:
 
 
 def device_rows(bdir: Path) -> List[Dict[str, Any]]:
-    """One row per device deployed to (BUNDLE/devices/*.json written by `edgeport deploy`)."""
+    """One row per device deployed to (BUNDLE/devices/*.json written by `edgeport deploy`).
+
+    ``current`` is the release the device ran when edgeport last looked (the deploy, or an `edgeport rollback
+    --bundle` of this bundle); when that is not this bundle's release, ``release`` says so, so the table never
+    shows a rolled-back release as the one running.
+    """
     rows = []
     for f in sorted((bdir / "devices").glob("*.json")):
         d = json.loads(f.read_text())
         b = d["bench"]
-        rows.append({"profile": d["profile"], "host": d["host"], "release": d["release"], "artifact": b["artifact"],
+        current = d.get("current", d["release"])  # files from before rollbacks were recorded: the deploy's own
+        release = d["release"] if current == d["release"] else \
+            f"{d['release']} (rolled back: current is {current} since {d.get('current_since', '?')})"
+        rows.append({"profile": d["profile"], "host": d["host"], "release": release, "artifact": b["artifact"],
                      "backend": b["backend"], "threads": b["threads"], "latency_ms_p50": b["latency_ms"]["p50"],
                      "cold_start_s": b.get("cold_start_s"), "rss_mb": b.get("cold_start_rss_mb"),
-                     "smoke": "pass" if d["smoke"]["passed"] else "FAIL", "deployed": d["deployed"]})
+                     "smoke": "pass" if d["smoke"]["passed"] else "FAIL", "deployed": d["deployed"],
+                     "current_release": current, "is_current": current == d["release"]})
     return rows
 
 

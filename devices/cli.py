@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from edgeport_runtime.errors import UsageError
 
 
 def devices_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,13 +64,15 @@ def _target_args(p):
                    help="trust the device's host key on first contact (keys that changed are still refused)")
     p.add_argument("--remote-dir", default="edgeport", help="directory on the device, relative to its home "
                                                             "(default edgeport)")
+    p.add_argument("--lock-wait", type=int, default=600, metavar="SECONDS",
+                   help="how long to wait for another deploy/rollback on the same device to finish (default 600)")
 
 
 def _target(args):
     from .deploy import Target
 
     return Target(args.host, args.port, args.identity, args.known_hosts, args.accept_new_host_key,
-                  args.remote_dir)
+                  args.remote_dir, args.lock_wait)
 
 
 def deploy_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,12 +98,21 @@ def deploy_main(args) -> int:
 def rollback_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `edgeport rollback`."""
     _target_args(p)
+    p.add_argument("--bundle", help="bundle directory deployed to this host: record the rollback in its "
+                                    "devices/*.json so `edgeport report` shows the release that is current now")
 
 
 def rollback_main(args) -> int:
-    """Switch the device back to its previous release."""
+    """Switch the device back to its previous release (after checking it) and record that in --bundle."""
     from .deploy import rollback
 
-    rid = rollback(_target(args))
+    if args.bundle and not (Path(args.bundle) / "devices").is_dir():
+        raise UsageError(f"--bundle {args.bundle}: has no devices/ directory; pass the bundle directory you "
+                         "deployed to this host with `edgeport deploy`.")
+    rid, updated = rollback(_target(args), args.bundle)
     print(f"{args.host}: current release is now {rid}")
+    if args.bundle:
+        print(f"recorded in {', '.join(str(f) for f in updated) or 'no file (no deploy of this bundle to this host)'}")
+    else:
+        print("pass --bundle BUNDLE to record this in that bundle's report (edgeport report).")
     return 0

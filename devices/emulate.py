@@ -1,7 +1,7 @@
 """Emulated ARM devices on an x86_64 host: qemu-user through binfmt_misc, Debian root filesystems, chroot.
 
 Used by `make test-arm` (tests/test_arm.py). Needs root. Every step that cannot be done raises EmulationError
-saying which and why; nothing is skipped silently. See ../shared/STACK.md for the measured facts this follows:
+saying which and why; nothing is skipped silently. Two facts measured on this setup shape it:
 pin the emulated CPU (qemu's default `max` CPU exposes SME and LiteRT's int8 kernels then return wrong numbers),
 and give onnxruntime an ARM /proc/cpuinfo (it segfaults reading the host's x86 one under qemu).
 """
@@ -24,9 +24,11 @@ from edgeport_runtime.errors import EdgeportError
 ARCHES: Dict[str, Dict[str, object]] = {
     "arm64": {"binfmt": "qemu-aarch64", "machine": "aarch64",
               "include": ["python3", "python3-venv", "python3-pip", "ca-certificates"]},
-    # 32-bit Pi OS path: numpy from the OS (no armv7 wheels on PyPI), tflite-runtime from the wheelhouse
+    # 32-bit Pi OS path: numpy and Pillow from the OS (no armv7 wheels of either on PyPI), tflite-runtime from
+    # the wheelhouse
     "armhf": {"binfmt": "qemu-arm", "machine": "armv7l",
-              "include": ["python3", "python3-venv", "python3-pip", "python3-numpy", "ca-certificates"]},
+              "include": ["python3", "python3-venv", "python3-pip", "python3-numpy", "python3-pil",
+                          "ca-certificates"]},
 }
 HOST_PACKAGES = ["qemu-user-static", "binfmt-support", "mmdebstrap", "arch-test"]
 SUITE = "bookworm"
@@ -57,7 +59,9 @@ def ensure_host_tools() -> None:
     if missing:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         _run(["apt-get", "update", "-qq"], "apt-get update", env=env)
-        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], "apt-get install", env=env)
+        # other apt runs (a parallel CI job) hold the dpkg lock for a while: wait for it instead of failing
+        _run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq", "--no-install-recommends",
+              *missing], "apt-get install", env=env)
 
 
 def ensure_binfmt(arch: str) -> None:

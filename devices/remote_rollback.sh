@@ -1,17 +1,25 @@
-#!/bin/sh
-# Runs on the device over SSH: point `current` at the newest complete release older than the current one.
-# Args: ROOT
+# Runs on the device over SSH (sent as `sh -c`, with remote_common.sh in place of the @COMMON@ line).
+# Under the device lock: point `current` at the newest complete release older than the current one, after
+# checking it (marker, files, artifact hashes, runtime importable); refuses and changes nothing otherwise.
+# Args: ROOT LOCK_WAIT
 set -eu
-cd "$1"
+root=$1 lock_wait=$2
+case $lock_wait in ""|*[!0-9]*) echo "bad number ${lock_wait}" >&2; exit 2 ;; esac
+cd -- "$root" 2>/dev/null || { echo "no edgeport releases under $root on this device" >&2; exit 4; }
+#@COMMON@
 cur=$(readlink current 2>/dev/null || true)
-[ -n "$cur" ] || { echo "no current release under $1" >&2; exit 4; }
+[ -n "$cur" ] || { echo "no current release under $root" >&2; exit 4; }
 prev=""
-for d in $(ls -1d releases/* | sort); do
-    [ -e "$d/.incomplete" ] && continue
+for d in $(ls -1d releases/* 2>/dev/null | sort); do
     [ "$d" = "$cur" ] && break
-    prev=$d
+    [ -e "$d/.complete" ] && prev=$d
 done
-[ -n "$prev" ] || { echo "no release older than $cur to roll back to" >&2; exit 4; }
+[ -n "$prev" ] || { echo "no complete release older than ${cur#releases/} to roll back to" >&2; exit 4; }
+if ! why=$(verify_release "$prev" 2>&1); then
+    echo "release ${prev#releases/} failed its checks ($(echo "$why" | tail -n 1)), so ${cur#releases/} stays" \
+         "current; deploy a bundle again instead (edgeport deploy)" >&2
+    exit 4
+fi
 ln -sfn "$prev" current.new
 mv -T current.new current
 echo "${prev#releases/}"

@@ -1,12 +1,16 @@
 """Device profiles and offline bundles (no network beyond pip's registry for the wheelhouse)."""
 import json
+import os
+import shutil
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 
 from edgeport.devices.offline import archive_summary, make_offline_bundle
-from edgeport.devices.profiles import BACKEND_WHEELS, get_profile, load_profiles
-from edgeport_runtime.errors import UsageError
+from edgeport.devices.profiles import BACKEND_WHEELS, PROFILE_DIR, get_profile, load_profiles
+from edgeport_runtime.errors import IntegrityError, UsageError
 
 EXPECTED = {"rpi-zero-2w", "rpi3", "rpi4", "rpi5", "rpi-32bit", "jetson-nano-cpu", "x86_64"}
 
@@ -15,7 +19,8 @@ def test_every_profile_loads_with_pinned_wheels():
     profiles = load_profiles()
     assert set(profiles) == EXPECTED
     for p in profiles.values():
-        assert p.pip_platforms and all(p.arch.replace("armv7l", "armv7l") in t for t in p.pip_platforms)
+        # pip matches --platform literally: a tag of another architecture would fetch wheels that cannot run
+        assert p.pip_platforms and all(t.endswith("_" + p.arch) for t in p.pip_platforms), p.name
         assert all("==" not in v and v[0].isdigit() for v in p.wheels.values())  # exact versions
         assert p.backend in p.backends and any(w in BACKEND_WHEELS for w in p.wheels)
 
@@ -72,3 +77,170 @@ def test_offline_bundle_for_rpi4_has_aarch64_wheels(full_bundle, tmp_path):
     assert not any("x86_64" in w for w in wheels)
     with pytest.raises(UsageError, match="--force"):
         make_offline_bundle(str(full_bundle), get_profile("rpi4"), str(tmp_path / "b.tar.gz"))
+
+
+def test_profile_arch_tags_mismatch_rejected(tmp_path):
+    src = (PROFILE_DIR / "rpi4.toml").read_text().replace('"manylinux2014_aarch64"', '"manylinux2014_x86_64"')
+    (tmp_path / "mine.toml").write_text(src)
+    with pytest.raises(UsageError, match=r"manylinux2014_x86_64.*not for arch 'aarch64'"):
+        get_profile(str(tmp_path / "mine.toml"))
+
+
+@pytest.mark.parametrize("line, match", [
+    ('cores = "2; touch X; echo"', r"cores = '2; touch X; echo' is not valid; expected an integer from 1 to"),
+    ("cores = true", r"cores = True is not valid"),
+    ("ram_mb = 0", r"ram_mb = 0 is not valid; expected an integer from 64"),
+    ('arch = "armv8"', r"arch = 'armv8' is not valid; expected one of aarch64, armv7l, x86_64"),
+    ('backend = "tensorflow"', r"backend = 'tensorflow' is not valid; expected one of litert"),
+    ('python = "3.11; rm -rf /"', r"python = .* expected MAJOR.MINOR"),
+    ('name = "rpi4 $(reboot)"', r"name = .* is not valid"),
+    ('pip_platforms = ["any"]', r"pip_platforms = \['any'\] is not valid"),
+    ('qemu_cpu = "max -d"', r"qemu_cpu = .* is not valid"),
+    ('system_numpy = "no"', r"system_numpy = 'no' is not valid; expected true or false"),
+    ('os_packages = ["python3-pil; reboot"]', r"os_packages = .* expected a list of OS packages"),
+])
+def test_profile_bad_value_rejected(tmp_path, line, match):
+    key = line.split(" = ")[0]
+    src = "\n".join(ln for ln in (PROFILE_DIR / "rpi4.toml").read_text().splitlines() if not ln.startswith(key + " "))
+    (tmp_path / "mine.toml").write_text(line + "\n" + src)
+    with pytest.raises(UsageError, match=match):
+        get_profile(str(tmp_path / "mine.toml"))
+
+
+@pytest.mark.parametrize("wheel_line, match", [
+    ('numpy = ">=2.0"', r'exact version like "2.4.6" for numpy'),
+    ('numpy = "2.4.6 --index-url http://evil"', r"exact version"),
+    ('"numpy;touch" = "2.4.6"', r"wheel names in lower case"),
+])
+def test_profile_bad_wheel_rejected(tmp_path, wheel_line, match):
+    src = (PROFILE_DIR / "rpi4.toml").read_text().replace('numpy = "2.4.6"', wheel_line)
+    (tmp_path / "mine.toml").write_text(src)
+    with pytest.raises(UsageError, match=match):
+        get_profile(str(tmp_path / "mine.toml"))
+
+
+def test_profile_misspelt_key_gets_closest_hint(tmp_path):
+    src = (PROFILE_DIR / "rpi4.toml").read_text().replace("ram_mb =", "ram_mbs =")
+    (tmp_path / "mine.toml").write_text(src)
+    with pytest.raises(UsageError, match=r"unknown key 'ram_mbs'.*ram_mb"):
+        get_profile(str(tmp_path / "mine.toml"))
+
+
+def test_profiles_with_pillow_wheels_or_os_package():
+    """Every profile can read images offline: a pinned Pillow wheel, or the OS's python3-pil on armv7."""
+    for p in load_profiles().values():
+        assert "image" in p.extras, p.name
+        assert ("pillow" in p.wheels) != ("python3-pil" in p.os_packages), p.name
+    assert get_profile("rpi-32bit").os_packages == ["python3-numpy", "python3-pil"]
+
+
+def _crafted_copy(full_bundle, tmp_path, edit):
+    bad = tmp_path / "bad"
+    shutil.copytree(full_bundle, bad, ignore=shutil.ignore_patterns("devices"))
+    man = json.loads((bad / "manifest.json").read_text())
+    edit(man, bad)
+    (bad / "manifest.json").write_text(json.dumps(man))
+    return bad
+
+
+def test_bundle_manifest_path_escape_refused(full_bundle, tmp_path, cli):
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("secret")
+
+    def escape(man, bad):  # a path climbing out of the bundle to a file of the attacker's choosing
+        man["artifacts"][0]["path"] = os.path.relpath(victim, bad)
+    bad = _crafted_copy(full_bundle, tmp_path, escape)
+    code, _, err = cli("bundle", bad, "--device", "x86_64", "--out", tmp_path / "a.tar.gz")
+    assert code == 2 and "points outside" in err and not (tmp_path / "a.tar.gz").exists()
+
+    def absolute(man, bad):
+        man["check"]["inputs"] = str(victim)
+    bad = _crafted_copy(full_bundle, tmp_path / "abs", absolute)
+    with pytest.raises(IntegrityError, match="absolute path"):
+        make_offline_bundle(str(bad), get_profile("x86_64"), str(tmp_path / "b.tar.gz"))
+    assert not (tmp_path / "b.tar.gz").exists() and victim.read_text() == "secret"
+
+
+def test_bundle_symlink_out_of_bundle_refused(full_bundle, tmp_path):
+    secret = tmp_path / "secret.npy"
+    secret.write_bytes(b"not yours")
+
+    def link(man, bad):  # an in-bundle name that is a symlink to a file outside
+        (bad / man["check"]["inputs"]).unlink()
+        (bad / man["check"]["inputs"]).symlink_to(secret)
+    bad = _crafted_copy(full_bundle, tmp_path, link)
+    with pytest.raises(IntegrityError, match="points outside"):
+        make_offline_bundle(str(bad), get_profile("x86_64"), str(tmp_path / "c.tar.gz"))
+
+
+def test_bundle_out_inside_input_refused(full_bundle, tmp_path, cli):
+    src = tmp_path / "b"
+    shutil.copytree(full_bundle, src, ignore=shutil.ignore_patterns("devices"))
+    before = (src / "manifest.json").read_bytes()
+    for out in (src / "manifest.json", src, src / "sub.tar.gz"):
+        code, _, err = cli("bundle", src, "--device", "x86_64", "--out", out, "--force")
+        assert code == 2 and "inside the input bundle" in err, out
+    assert (src / "manifest.json").read_bytes() == before and not (src / "sub.tar.gz").exists()
+
+
+@pytest.fixture(scope="module")
+def rpi4_archive(full_bundle, tmp_path_factory):
+    return make_offline_bundle(str(full_bundle), get_profile("rpi4"), str(tmp_path_factory.mktemp("a") / "r.tar.gz"))
+
+
+@pytest.fixture(scope="module")
+def x86_archive(full_bundle, tmp_path_factory):
+    return make_offline_bundle(str(full_bundle), get_profile("x86_64"), str(tmp_path_factory.mktemp("x") / "x.tar.gz"))
+
+
+def _extract(archive, dest):
+    with tarfile.open(archive) as t:
+        t.extractall(dest, filter="data")
+    return next(dest.iterdir())
+
+
+def _install(top, venv):
+    return subprocess.run(["sh", str(top / "install.sh"), str(venv)], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON="python3.11"))
+
+
+def test_install_on_wrong_arch_refused_and_leaves_nothing(rpi4_archive, tmp_path):
+    top = _extract(rpi4_archive.path, tmp_path / "x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = _install(top, tmp_path / "venv")
+    assert out.returncode == 2
+    assert "this archive is for rpi4 (aarch64) but this machine runs x86_64" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no venv, no half-made one
+
+
+def test_install_on_wrong_python_refused(x86_archive, tmp_path):
+    top = _extract(x86_archive.path, tmp_path / "x")
+    env = (top / "device.env").read_text().replace("PYTHON_VERSION=3.11", "PYTHON_VERSION=3.9")
+    (top / "device.env").write_text(env)
+    out = _install(top, tmp_path / "venv")
+    assert out.returncode == 2 and "wheels are for Python 3.9 but python3.11 is Python 3.11" in out.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_install_failing_pip_leaves_nothing(x86_archive, tmp_path):
+    top = _extract(x86_archive.path, tmp_path / "x")
+    for whl in (top / "wheels").glob("ai_edge_litert-*.whl"):
+        whl.unlink()  # pip cannot satisfy edgeport-runtime[litert] offline
+    out = _install(top, tmp_path / "venv")
+    assert out.returncode != 0 and "ai-edge-litert" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+
+
+def test_install_builds_working_venv_at_its_final_path(x86_archive, tmp_path):
+    top = _extract(x86_archive.path, tmp_path / "x")
+    out = _install(top, tmp_path / "venv")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["venv", "x"]
+    # the console script written in the temp dir now points at the final venv's Python
+    assert (tmp_path / "venv/bin/edgeport-run").read_text().splitlines()[0].startswith(f"#!{tmp_path}/venv/bin/python")
+    run = subprocess.run([str(tmp_path / "venv/bin/edgeport-run"), "info", str(top / "bundle"), "--json"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    again = _install(top, tmp_path / "venv")
+    assert again.returncode == 2 and "already exists" in again.stderr
