@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 from edgeport_runtime.errors import IntegrityError, UsageError
 from edgeport_runtime.manifest import MANIFEST_NAME, read_manifest, write_manifest
 
-from .paths import contained_path
+from edgeport_runtime.manifest import contained_path
 from .profiles import OS_PACKAGES, PROFILE_DIR, Profile
 from .wheelhouse import runtime_wheel, wheelhouse
 
