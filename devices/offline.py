@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from edgeport_runtime.errors import IntegrityError, UsageError
-from edgeport_runtime.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from edgeport_runtime.manifest import MANIFEST_NAME, contained_path, read_manifest, write_manifest
 
-from edgeport_runtime.manifest import contained_path
+from ..fsutil import check_replaceable_file
 from .profiles import OS_PACKAGES, PROFILE_DIR, Profile
 from .wheelhouse import runtime_wheel, wheelhouse
 
@@ -112,10 +112,10 @@ def _check_out(bdir: Path, out_path: Path, force: bool) -> None:
                          f"(default: beside the bundle).")
     if out_path.is_dir():
         raise UsageError(f"--out {out_path}: is a directory; pass a file name ending in .tar.gz.")
-    if out_path.exists() and not force:
-        raise UsageError(f"{out_path}: already exists; pass --force to replace it.")
     if not dst.parent.is_dir():
         raise UsageError(f"--out {out_path}: directory {out_path.parent} does not exist; create it first.")
+    # --force replaces only an archive edgeport wrote (never any other file), and the location must be writable
+    check_replaceable_file(out_path, inputs=[bdir], force=force)
 
 
 def make_offline_bundle(bundle_dir: str, profile: Profile, out: Optional[str] = None, force: bool = False,
