@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, description=help_)
         s.add_argument("bundle", help="bundle directory, bundle archive (.tar.gz/.zip), or a .tflite/.onnx file")
         s.add_argument("--artifact", help="which artifact of the bundle (default: the bundle's default)")
-        s.add_argument("--backend", help="litert, tflite-runtime or onnxruntime (default: best installed)")
+        s.add_argument("--backend", help="litert, tflite-runtime, onnxruntime or numpy (default: the best installed)")
         s.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
         s.add_argument("--json", action="store_true", help="print JSON")
         if name == "predict":

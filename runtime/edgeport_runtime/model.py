@@ -240,7 +240,8 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
 
     Args:
         path: what to load.
-        backend: ``litert``, ``tflite-runtime`` or ``onnxruntime``; default: the best installed for the artifact.
+        backend: ``litert``, ``tflite-runtime``, ``onnxruntime`` or ``numpy``; default: the best installed for the
+            artifact (numpy, the pure-Python TFLite backend, only when nothing compiled is installed).
         num_threads: interpreter threads; default: the cores this process may use.
         artifact: which artifact of a bundle to run (see ``edgeport-run info``); default: the bundle's default,
             else the first one an installed backend can run.

@@ -41,3 +41,16 @@ def test_install_hint_per_platform():
     assert "edgeport-runtime[tflite]" in backends.install_hint("tflite", "armv7l")
     assert "edgeport-runtime[litert]" in backends.install_hint("tflite", "aarch64")
     assert "no backend for onnx artifacts has wheels for armv7l" in backends.install_hint("onnx", "armv7l")
+
+
+def test_install_hint_on_armv7_python313_names_the_numpy_backend(monkeypatch):
+    """32-bit Pi OS trixie (Python 3.13): no tflite-runtime wheel exists, so the hint must not name it."""
+    import sys
+
+    from edgeport_runtime import backends
+
+    monkeypatch.setattr(sys, "version_info", (3, 13, 0))
+    hint = backends.install_hint("tflite", "armv7l")
+    assert "edgeport-runtime[numpy]" in hint and "tflite-runtime" not in hint
+    monkeypatch.setattr(sys, "version_info", (3, 11, 2))
+    assert "edgeport-runtime[tflite]" in backends.install_hint("tflite", "armv7l")

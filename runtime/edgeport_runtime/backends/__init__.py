@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import platform
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -26,8 +27,8 @@ class Backend:
     machines: Tuple[str, ...]  # platform.machine() values with wheels on PyPI
 
 
-# Preference order within a format is table order: LiteRT before tflite-runtime (faster, current, reads
-# dynamic-range models from TF 2.21, which tflite-runtime 2.14 cannot: see STACK.md).
+# Preference order within a format is table order: LiteRT before tflite-runtime (faster, current, and it reads the
+# dynamic-range models TF 2.21 writes, whose FULLY_CONNECTED op version 12 tflite-runtime 2.14 cannot load).
 BACKENDS: Dict[str, Backend] = {
     b.name: b for b in [
         Backend("litert", "tflite", "ai_edge_litert.interpreter", "tflite", "litert", ("x86_64", "aarch64", "arm64")),
@@ -59,7 +60,9 @@ def installed_backends() -> List[str]:
 def install_hint(fmt: str, machine: Optional[str] = None) -> str:
     """What to pip install on this machine to run ``fmt`` artifacts."""
     machine = machine or platform.machine()
-    rows = [b for b in BACKENDS.values() if b.format == fmt and machine in b.machines]
+    rows = [b for b in BACKENDS.values() if b.format == fmt and machine in b.machines
+            # tflite-runtime stopped at 2.14, which has wheels for Python 3.9-3.11 only
+            and not (b.name == "tflite-runtime" and sys.version_info >= (3, 12))]
     if not rows:
         return (f"no backend for {fmt} artifacts has wheels for {machine}; "
                 + ("use a .tflite artifact with `pip install edgeport-runtime[tflite]`." if fmt == "onnx"
