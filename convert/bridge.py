@@ -5,7 +5,7 @@ the same class from the Keras 3 layer's config (keys tf_keras does not know are 
 regularizers too, since the weights are copied), connects it the same way and copies the weights. The result
 computes the same function (weights bit-identical, outputs equal to float rounding; tested per layer type).
 
-Importing tfmot sets TF_USE_LEGACY_KERAS=1 in os.environ (STACK.md); :func:`import_tfmot` restores it so child
+Importing tfmot sets TF_USE_LEGACY_KERAS=1 in os.environ (seen with tfmot 0.8.1); :func:`import_tfmot` restores it so child
 processes and later Keras code are not switched to tf_keras behind the user's back.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ def set_verbose(verbose: bool) -> None:
     global _VERBOSE
     _VERBOSE = verbose
     if not verbose:
-        # Hides most C++ logs (STACK.md); must be set before tensorflow is imported.
+        # Hides most C++ logs (not the oneDNN banner); must be set before tensorflow is imported.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
@@ -29,7 +29,7 @@ def set_verbose(verbose: bool) -> None:
 def silenced(fds=(2,)):
     """Send file descriptors ``fds`` to /dev/null unless verbose.
 
-    C++ code prints around Python's logging: the oneDNN banner ignores TF_CPP_MIN_LOG_LEVEL (STACK.md) and the
+    C++ code prints around Python's logging: the oneDNN banner ignores TF_CPP_MIN_LOG_LEVEL and the
     TFLite converter prints its quantization settings to stdout.
     """
     if _VERBOSE:
