@@ -94,8 +94,8 @@ def _tflite_converter(fn_model, spec: RecipeSpec, calib: np.ndarray, saved_model
 def export_tflite(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
     """tflite-fp32 / -fp16 / -dynamic / -int8 (post-training).
 
-    Keras 3 models go through ``model.export()`` + ``from_saved_model`` (quiet, and byte-identical to from_keras_model's files; a
-    concrete function over a Keras 3 model keeps resource variables and int8 calibration then fails with
+    Keras 3 models go through ``model.export()`` + ``from_saved_model`` (quiet, and the same file as
+    from_keras_model gives, which prints a SavedModel banner per call; a concrete function over a Keras 3 model keeps resource variables and int8 calibration then fails with
     READ_VARIABLE); SavedModels convert directly; tf_keras models through a concrete function.
     """
     import tempfile
