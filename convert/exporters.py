@@ -95,8 +95,8 @@ def export_tflite(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
     """tflite-fp32 / -fp16 / -dynamic / -int8 (post-training).
 
     Keras 3 models go through ``model.export()`` + ``from_saved_model`` (quiet, and the same file as
-    from_keras_model gives, which prints a SavedModel banner per call; a concrete function over a Keras 3 model keeps resource variables and int8 calibration then fails with
-    READ_VARIABLE); SavedModels convert directly; tf_keras models through a concrete function.
+    from_keras_model gives, which prints a SavedModel banner per call; a concrete function over a Keras 3 model
+    keeps resource variables and int8 calibration then fails with READ_VARIABLE); SavedModels convert directly; tf_keras models through a concrete function.
     """
     import tempfile
 
