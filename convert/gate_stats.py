@@ -121,7 +121,7 @@ def drop_check(losses: int, wins: int, n: int, max_drop_pp: float, confidence: f
         c.needed_n = samples_needed(
             lambda k: _decide(*(-b for b in reversed(delta_bounds(round(losses * k / n), round(wins * k / n), k,
                                                                   confidence))), max_drop_pp), n)
-    c.message = _message(c, f"{name} {-delta:.2f} pp (delta {delta:+.2f}, {confidence:.0%} bounds "
+    c.message = describe(c, f"{name} {-delta:.2f} pp (delta {delta:+.2f}, {confidence:.0%} bounds "
                             f"[{lo:+.2f}, {hi:+.2f}]) vs max {max_drop_pp:g} pp")
     return c
 
@@ -140,12 +140,13 @@ def disagreement_check(disagree: int, n: int, min_agreement: float, confidence: 
     if outcome == INCONCLUSIVE:
         c.needed_n = samples_needed(
             lambda k: _decide(*clopper_pearson(round(disagree * k / n), k, confidence), allowed), n)
-    c.message = _message(c, f"top-1 agreement {1 - rate:.2%} ({confidence:.0%} bounds [{1 - hi:.2%}, "
+    c.message = describe(c, f"top-1 agreement {1 - rate:.2%} ({confidence:.0%} bounds [{1 - hi:.2%}, "
                             f"{1 - lo:.2%}]) vs min {min_agreement:.1%}")
     return c
 
 
-def _message(c: Check, text: str) -> str:
+def describe(c: Check, text: str) -> str:
+    """``text`` with what the outcome means appended (fail: worse with confidence; inconclusive: samples needed)."""
     if c.outcome == FAIL:
         return f"{text}: worse with confidence"
     if c.outcome == INCONCLUSIVE:

@@ -113,8 +113,23 @@ def gates_from_config(overrides: Dict[str, Dict[str, Any]]) -> Dict[Recipe, Gate
         for k in values:
             if k not in keys:
                 raise unknown_name(f"gate key for {name}", k, keys)
-        gates[r] = replace(gates[r], **{k: float(v) for k, v in values.items()})
+        try:
+            vals = {k: float(v) for k, v in values.items()}
+        except (TypeError, ValueError):
+            raise UsageError(f"[parity.gates.{name}]: gate values must be numbers, got {values}.") from None
+        for k, v in vals.items():
+            lo, hi = _GATE_RANGES.get(k, (0.0, float("inf")))
+            if not lo <= v <= hi:
+                raise UsageError(f"[parity.gates.{name}] {k} = {v:g} is outside [{lo:g}, {hi:g}]; "
+                                 f"{_GATE_MEANING.get(k, 'a threshold')}.")
+        gates[r] = replace(gates[r], **vals)
     return gates
+
+
+# Valid ranges of gate keys (others: any non-negative number)
+_GATE_RANGES = {"min_agreement": (0.0, 1.0), "confidence": (0.5, 0.9999)}
+_GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
+                 "confidence": "it is a one-sided confidence level (0.95 = 95%)"}
 
 
 def _eval_data(manifest, data: Optional[str]):
@@ -173,7 +188,7 @@ def _class_drop_check(top, ktop, labels, class_names, gate: Gate) -> gs.Check:
                    needed_n=needed if outcome == gs.INCONCLUSIVE else None)
     text = (f"worst per-class drop {-worst.value:.2f} pp (class {name}, {gate.confidence:.0%} bounds "
             f"[{worst.low:+.2f}, {worst.high:+.2f}]) vs max {gate.max_class_drop_pp:g} pp")
-    chk.message = gs._message(chk, text) if outcome != gs.FAIL else f"{text}: a class is worse with confidence"
+    chk.message = gs.describe(chk, text) if outcome != gs.FAIL else f"{text}: a class is worse with confidence"
     return chk
 
 

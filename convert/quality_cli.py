@@ -10,8 +10,9 @@ def parity_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory written by `edgeport convert`")
     p.add_argument("--data", help="training run directory or dataset to evaluate on (default: the bundle's run)")
     p.add_argument("--config", help="TOML with [parity.gates.RECIPE] tables overriding max_drop_pp, "
-                                    "min_agreement, max_abs_diff, max_mse_ratio")
-    p.add_argument("--no-diagnose", action="store_true", help="skip the layer-wise diagnosis of failing int8 artifacts")
+                                    "min_agreement, max_class_drop_pp, max_abs_diff, max_mse_ratio, confidence")
+    p.add_argument("--no-diagnose", action="store_true", help="skip the layer-wise diagnosis of failing int8 "
+                                                              "artifacts")
     p.add_argument("--strict", action="store_true", help="also exit 1 when a gate is inconclusive (the held-out "
                                                           "split is too small to decide it either way)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

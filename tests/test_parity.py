@@ -68,9 +68,12 @@ def test_wrong_calibration_is_caught_with_diagnosis(tmp_path, trained_run, cli):
 
 def test_gate_override_from_config(tmp_path, full_bundle, cli):
     cfg = tmp_path / "g.toml"
-    cfg.write_text("[parity.gates.tflite-int8]\nmin_agreement = 1.01\n")  # impossible: must fail
+    cfg.write_text("[parity.gates.tflite-int8]\nmax_abs_diff = 1e-9\n")  # int8 outputs move by steps: must fail
     code, _, err = cli("parity", full_bundle, "--config", cfg, "--no-diagnose")
-    assert code == 1 and "tflite-int8 [litert]: top-1 agreement" in err
+    assert code == 1 and "tflite-int8 [litert]: max |diff|" in err
+    cfg.write_text("[parity.gates.tflite-int8]\nmin_agreement = 97\n")  # a percentage where a fraction belongs
+    code, _, err = cli("parity", full_bundle, "--config", cfg)
+    assert code == 2 and "min_agreement = 97 is outside [0, 1]" in err
     cfg.write_text("[parity.gates.tflite-int9]\nmin_agreement = 0.9\n")
     code, _, err = cli("parity", full_bundle, "--config", cfg)
     assert code == 2 and "Did you mean 'tflite-int8'" in err
@@ -134,3 +137,19 @@ def test_readme_toml_example_has_no_false_failure(tmp_path, trained_run, cli):
     code, out, err = cli("parity", bundle, "--config", tmp_path / "c.toml")
     assert code == 0, out + err
     assert "pqat = true" not in out
+
+
+def test_h5_converted_with_data_name_reuses_its_split(tmp_path, trained_run, cli):
+    """A legacy .h5 outside any run, converted with --data digits: parity re-creates that held-out split itself."""
+    import keras
+
+    keras.saving.load_model(trained_run / "model.keras").save(tmp_path / "legacy.h5")
+    code, _, err = cli("convert", tmp_path / "legacy.h5", "--data", "digits", "--out", tmp_path / "b",
+                       "--recipes", "tflite-fp32")
+    assert code == 0, err
+    src = er.read_manifest(tmp_path / "b").source
+    assert src["data"]["data"] == "digits" and src["data"]["seed"] == 0 and src["run_dir"] is None
+    code, out, err = cli("parity", tmp_path / "b", "--json")
+    assert code == 0, err
+    # digits has 1,797 samples; the stratified 20% split holds 360 (the same count `edgeport train` holds out)
+    assert json.loads(out)["samples"] == 360
