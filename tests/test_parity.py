@@ -153,3 +153,25 @@ def test_h5_converted_with_data_name_reuses_its_split(tmp_path, trained_run, cli
     assert code == 0, err
     # digits has 1,797 samples; the stratified 20% split holds 360 (the same count `edgeport train` holds out)
     assert json.loads(out)["samples"] == 360
+
+
+def test_nan_weights_fail_the_gate_end_to_end(tmp_path, cli):
+    """A model with NaN weights converts; parity must fail (exit 1) saying the outputs are NaN, not print nan."""
+    import keras
+
+    from conftest import make_npz
+
+    inp = keras.Input((8, 8, 1))
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    w, b = model.layers[-1].get_weights()
+    w[0, 0] = np.nan
+    model.layers[-1].set_weights([w, b])
+    model.save(tmp_path / "nan.keras")
+    data = make_npz(tmp_path / "d.npz", n=90)
+    code, _, err = cli("convert", tmp_path / "nan.keras", "--data", data, "--out", tmp_path / "b",
+                       "--recipes", "tflite-fp32")
+    assert code == 0, err
+    code, out, err = cli("parity", tmp_path / "b")  # the recorded --data .npz re-creates the split
+    assert code == 1, out + err
+    assert "outputs NaN/Inf" in err and "Keras reference outputs NaN/Inf" in err
