@@ -61,7 +61,8 @@ def convert_main(args) -> int:
                         seed=int(conf.get("seed", 0)), options=dict(conf.get("options", {})), jobs=jobs,
                         unsafe=args.unsafe_load, force=args.force, verbose=args.verbose)
     t0 = time.perf_counter()
-    print(f"converting {args.model} -> {args.out} ({len(cfg.recipes)} recipes)")
+    n = len(cfg.recipes)
+    print(f"converting {args.model} -> {args.out} ({n} recipe{'' if n == 1 else 's'})", flush=True)
     man = convert(cfg)
     fp32 = next((a.bytes for a in man.artifacts if a.recipe == "tflite-fp32"), None)
     print(f"{'artifact':<20} {'bytes':>9} {'gzip':>9} {'vs fp32':>8} {'sparsity':>8}")

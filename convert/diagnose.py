@@ -17,6 +17,41 @@ from edgeport_runtime.quant import quantize
 
 SAMPLES = 64  # test samples run with all tensors preserved: enough for stable per-layer errors, quick to run
 _SKIP = {"QUANTIZE", "DEQUANTIZE"}
+MORE_CALIBRATION = 1000  # calibration samples worth suggesting; beyond this more samples rarely move int8 ranges
+NOTHING_APPLIES = ("none of the usual fixes applies to this artifact's settings: use a float recipe "
+                   "(tflite-fp16, tflite-dynamic) for this model, or leave this recipe out (--recipes)")
+
+
+def _pruned_advice(extra: Dict[str, Any]) -> List[str]:
+    """Pruning options still worth changing, never one the artifact already has."""
+    fixes = []
+    target = float(extra.get("target_sparsity", 0.75))
+    epochs = int((extra.get("fine_tune") or {}).get("epochs", 8))
+    if target > 0.5:
+        fixes.append(f"prune less: sparsity = 0.5 under [convert.options.tflite-int8-pruned] (now {target:g}; "
+                     "small models have little to remove)")
+    if epochs < 16:
+        fixes.append(f"fine-tune longer: epochs = 16 under [convert.options.tflite-int8-pruned] (now {epochs})")
+    if not extra.get("pqat"):
+        fixes.append("pruning-preserving QAT: pqat = true under [convert.options.tflite-int8-pruned]")
+    return fixes or [NOTHING_APPLIES]
+
+
+def _qat_advice(extra: Dict[str, Any]) -> List[str]:
+    """QAT options still worth changing."""
+    ft = extra.get("fine_tune") or {}
+    epochs, lr = int(ft.get("epochs", 3)), float(ft.get("lr", 1e-4))
+    fixes = []
+    if epochs < 10:
+        fixes.append(f"fine-tune longer: epochs = {max(10, 2 * epochs)} under [convert.options.tflite-int8-qat] "
+                     f"(now {epochs})")
+    if lr > 1e-5:
+        fixes.append(f"a smaller learning rate: lr = {lr / 10:g} under [convert.options.tflite-int8-qat] "
+                     f"(now {lr:g})")
+    return fixes or [NOTHING_APPLIES]
+
+
+FINE_TUNE_ADVICE = {"tflite-int8-pruned": _pruned_advice, "tflite-int8-qat": _qat_advice}
 
 
 def _run_all(path: Path, x: np.ndarray):
@@ -65,13 +100,11 @@ def diagnose_int8(bdir: Path, manifest, art, data, x_test: np.ndarray) -> Dict[s
     clipped = float(np.mean((x_test < lo - half) | (x_test > hi + half)))
     x = x_test[:SAMPLES].astype(np.float32)
     layers: List[Dict[str, Any]] = []
-    if art.recipe == "tflite-int8-pruned":
-        # its float reference would be the pruned float model, which the bundle does not keep: most of the error
-        # is pruning, not quantization, so say what moves it
+    if art.recipe in FINE_TUNE_ADVICE:
+        # its float reference would be the fine-tuned float model, which the bundle does not keep: the layer
+        # comparison against the original weights would measure the fine-tuning, so advise on its options instead
         return {"input_clipped_fraction": round(clipped, 4), "worst_layers": [], "layers_compared": 0,
-                "suggested_fixes": ["prune less or fine-tune longer: [convert.options.tflite-int8-pruned] with "
-                                    "sparsity = 0.5 and epochs = 16 (small models have little to remove)",
-                                    "pruning-preserving QAT: pqat = true"]}
+                "suggested_fixes": FINE_TUNE_ADVICE[art.recipe](art.extra or {})}
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # preserve_all_tensors warns that it is for debugging: it is
         it_q, ops_q, det_q = _run_all(bdir / art.path, x)
@@ -91,14 +124,22 @@ def diagnose_int8(bdir: Path, manifest, art, data, x_test: np.ndarray) -> Dict[s
                                "rmse_over_scale": rmse / s, "relative_error": rmse / (float(vf.std()) + 1e-12)})
     layers.sort(key=lambda r: -r["relative_error"])
     fixes = []
+    calib = int((manifest.calibration or {}).get("count", 0))
     if clipped > 0.005:
         fixes.append(f"{clipped:.1%} of the test inputs fall outside the calibrated input range: calibrate on data "
-                     "like the test/deployment data (--data) and more of it (--calibration 1000)")
+                     "like the test/deployment data (--data)"
+                     + (f" and more of it (--calibration {MORE_CALIBRATION})" if calib < MORE_CALIBRATION else ""))
     if layers and layers[0]["relative_error"] > 0.05:
         worst = layers[0]["tensor"]
         fixes.append(f"keep the worst layer ({worst}) in float: use tflite-dynamic or tflite-fp16 for this model")
-    fixes.append("quantization-aware training: the tflite-int8-qat recipe")
-    if not clipped > 0.005:
-        fixes.append("more representative calibration samples (--calibration 1000)")
+    if art.recipe != "tflite-int8-qat":
+        qat = next((a.name for a in manifest.artifacts if a.recipe == "tflite-int8-qat"), None)
+        fixes.append(f"quantization-aware training: compare with this bundle's {qat} artifact" if qat else
+                     "quantization-aware training: add the tflite-int8-qat recipe")
+    if not clipped > 0.005 and calib < MORE_CALIBRATION:
+        fixes.append(f"more representative calibration samples (--calibration {MORE_CALIBRATION}; "
+                     f"this bundle used {calib})")
+    if not fixes:
+        fixes.append(NOTHING_APPLIES)
     return {"input_clipped_fraction": round(clipped, 4), "worst_layers": layers[:5],
             "layers_compared": len(layers), "suggested_fixes": fixes}

@@ -18,6 +18,7 @@ from edgeport_runtime import backends as rt_backends
 from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
 
+from . import gate_stats as gs
 from .recipes import RECIPES, Gate, Recipe
 
 WORST = 10  # disagreeing samples listed per artifact
@@ -41,12 +42,21 @@ class ArtifactParity:
     per_class_delta_pp: Dict[str, float] = field(default_factory=dict)
     worst_samples: List[int] = field(default_factory=list)
     failures: List[str] = field(default_factory=list)
+    inconclusive: List[str] = field(default_factory=list)  # gates the split is too small to decide
+    checks: List[Dict[str, Any]] = field(default_factory=list)  # every gate: value, bounds, threshold, outcome
+    delta_low_pp: Optional[float] = None  # one-sided confidence bounds on delta_pp
+    delta_high_pp: Optional[float] = None
     diagnosis: Optional[Dict[str, Any]] = None
 
     @property
     def passed(self) -> bool:
-        """True when every gated metric is within its threshold."""
+        """True when no gate failed (an inconclusive gate is not a failure; see :attr:`outcome`)."""
         return not self.failures
+
+    @property
+    def outcome(self) -> str:
+        """pass, fail or inconclusive."""
+        return "fail" if self.failures else "inconclusive" if self.inconclusive else "pass"
 
 
 @dataclass
@@ -69,12 +79,25 @@ class ParityReport:
         """One line per failing artifact/backend/metric."""
         return [f"{a.name} [{a.backend}]: {f}" for a in self.artifacts for f in a.failures]
 
+    def inconclusive(self) -> List[str]:
+        """One line per artifact/backend/metric the held-out split is too small to decide."""
+        return [f"{a.name} [{a.backend}]: {f}" for a in self.artifacts for f in a.inconclusive]
+
+    def counts(self) -> Dict[str, int]:
+        """Artifact/backend pairs per outcome."""
+        out = {"pass": 0, "fail": 0, "inconclusive": 0}
+        for a in self.artifacts:
+            out[a.outcome] += 1
+        return out
+
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict (parity.json)."""
         d = asdict(self)
         d["passed"] = self.passed
+        d["counts"] = self.counts()
         for a, src in zip(d["artifacts"], self.artifacts):
             a["passed"] = src.passed
+            a["outcome"] = src.outcome
         return d
 
 
@@ -90,22 +113,45 @@ def gates_from_config(overrides: Dict[str, Dict[str, Any]]) -> Dict[Recipe, Gate
         for k in values:
             if k not in keys:
                 raise unknown_name(f"gate key for {name}", k, keys)
-        gates[r] = replace(gates[r], **{k: float(v) for k, v in values.items()})
+        try:
+            vals = {k: float(v) for k, v in values.items()}
+        except (TypeError, ValueError):
+            raise UsageError(f"[parity.gates.{name}]: gate values must be numbers, got {values}.") from None
+        for k, v in vals.items():
+            lo, hi = _GATE_RANGES.get(k, (0.0, float("inf")))
+            if not lo <= v <= hi:
+                raise UsageError(f"[parity.gates.{name}] {k} = {v:g} is outside [{lo:g}, {hi:g}]; "
+                                 f"{_GATE_MEANING.get(k, 'a threshold')}.")
+        gates[r] = replace(gates[r], **vals)
     return gates
 
 
+# Valid ranges of gate keys (others: any non-negative number)
+_GATE_RANGES = {"min_agreement": (0.0, 1.0), "confidence": (0.5, 0.9999)}
+_GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
+                 "confidence": "it is a one-sided confidence level (0.95 = 95%)"}
+
+
 def _eval_data(manifest, data: Optional[str]):
+    """The held-out split: --data, else the training run or the data source (and seed) `convert` recorded."""
     from .pipeline import load_run_data, resolve_data
 
+    recorded = manifest.source.get("data") or {}
     run_dir = data or manifest.source.get("run_dir")
     if run_dir and Path(run_dir).is_dir() and (Path(run_dir) / "train.json").is_file():
-        d = load_run_data(Path(run_dir))
-    elif data:
-        d = resolve_data(Path(manifest.source.get("path", "model")), data, 0)
-    else:
-        raise UsageError("the bundle does not name its training run; pass --data RUN_DIR or a dataset with the "
-                         "held-out split to evaluate on.")
-    return d
+        return load_run_data(Path(run_dir))
+    model = Path(manifest.source.get("path", "model"))
+    if data:
+        return resolve_data(model, data, int(recorded.get("seed", 0)))
+    if recorded.get("data"):
+        arg = recorded["data"]
+        if Path(arg).is_absolute() and not Path(arg).exists():
+            raise InputError(f"the bundle was converted with --data {arg}, which is gone; pass --data with the same "
+                             "data to re-create its held-out split.")
+        # same argument and seed as `convert`: the same stratified held-out split
+        return resolve_data(model, arg, int(recorded.get("seed", 0)))
+    raise UsageError("the bundle does not name its training run or data; pass --data RUN_DIR or the dataset it "
+                     "was converted with.")
 
 
 def _source_outputs(manifest, x: np.ndarray) -> np.ndarray:
@@ -118,35 +164,93 @@ def _source_outputs(manifest, x: np.ndarray) -> np.ndarray:
     return load_source(path).predict(x)
 
 
+def _nonfinite(a: np.ndarray) -> int:
+    """Samples with any NaN or Inf output."""
+    return int(np.sum(~np.isfinite(a.reshape(len(a), -1)).all(axis=1)))
+
+
+def _class_drop_check(top, ktop, labels, class_names, gate: Gate) -> gs.Check:
+    """Worst per-class drop, each class decided with the same paired bounds on its own samples."""
+    worst, outcome, needed, name = None, gs.PASS, None, ""
+    n = len(labels)
+    for c in np.unique(labels):
+        sel = labels == c
+        losses, wins = gs.paired_counts(top[sel], ktop[sel], labels[sel])
+        chk = gs.drop_check(losses, wins, int(sel.sum()), gate.max_class_drop_pp, gate.confidence)
+        label = class_names[c] if c < len(class_names) else str(c)
+        if worst is None or -chk.value > -worst.value:
+            worst, name = chk, label
+        if chk.outcome == gs.FAIL or (chk.outcome == gs.INCONCLUSIVE and outcome == gs.PASS):
+            outcome = chk.outcome
+        if chk.needed_n:  # the class needs needed_n samples; at the split's class share that is this many in all
+            needed = max(needed or 0, int(np.ceil(chk.needed_n * n / sel.sum())))
+    chk = gs.Check("worst per-class drop", worst.value, worst.low, worst.high, gate.max_class_drop_pp, outcome,
+                   needed_n=needed if outcome == gs.INCONCLUSIVE else None)
+    text = (f"worst per-class drop {-worst.value:.2f} pp (class {name}, {gate.confidence:.0%} bounds "
+            f"[{worst.low:+.2f}, {worst.high:+.2f}]) vs max {gate.max_class_drop_pp:g} pp")
+    chk.message = gs.describe(chk, text) if outcome != gs.FAIL else f"{text}: a class is worse with confidence"
+    return chk
+
+
 def _compare(art, backend: str, y: np.ndarray, ref: np.ndarray, labels: np.ndarray, task: str, x: np.ndarray,
              gate: Gate, class_names: List[str]) -> ArtifactParity:
+    spec = RECIPES[Recipe(art.recipe)]
     diff = np.abs(y - ref)
     out_scale = art.outputs[0].scale if art.outputs[0].quantized else None
-    steps = float(diff.max() / out_scale) if out_scale else None
+    with np.errstate(invalid="ignore"):
+        steps = float(diff.max() / out_scale) if out_scale else None
+    bad_art, bad_ref = _nonfinite(y), _nonfinite(ref)
+    checks: List[gs.Check] = []
     if task == "autoencoder":
         flat = x.reshape(len(x), -1)
         mse, kmse = float(np.mean((y - flat) ** 2)), float(np.mean((ref - flat) ** 2))
         p = ArtifactParity(art.name, art.recipe, backend, "reconstruction_mse", mse, kmse, None, None,
                            float(diff.max()), float(diff.mean()), steps)
-        if mse > gate.max_mse_ratio * kmse:
-            p.failures.append(f"reconstruction MSE {mse:.5g} > {gate.max_mse_ratio:g} x Keras {kmse:.5g}")
+        # a ratio of two means over the whole split: deterministic given the split, so decided directly
+        ok = mse <= gate.max_mse_ratio * kmse
+        checks.append(gs.Check("reconstruction MSE ratio", mse / kmse if kmse else float("inf"), None,
+                               None, gate.max_mse_ratio, gs.PASS if ok else gs.FAIL, unit="x",
+                               message=f"reconstruction MSE {mse:.5g} {'<=' if ok else '>'} "
+                                       f"{gate.max_mse_ratio:g} x Keras {kmse:.5g}"))
     else:
         top, ktop = y.argmax(1), ref.argmax(1)
+        n = len(labels)
         acc, kacc = float((top == labels).mean()), float((ktop == labels).mean())
-        agree = float((top == ktop).mean())
+        disagree = int(np.sum(top != ktop))
+        agree = 1.0 - disagree / n
         per_class = {class_names[c] if c < len(class_names) else str(c):
                      round(100 * float((top[labels == c] == c).mean() - (ktop[labels == c] == c).mean()), 3)
                      for c in np.unique(labels)}
         dis = np.flatnonzero(top != ktop)
-        worst = dis[np.argsort(-diff[dis].max(axis=1))][:WORST].tolist()
+        worst = dis[np.argsort(-np.nan_to_num(diff[dis], nan=np.inf).max(axis=1))][:WORST].tolist()
         p = ArtifactParity(art.name, art.recipe, backend, "accuracy", acc, kacc, round(100 * (acc - kacc), 4),
                            agree, float(diff.max()), float(diff.mean()), steps, per_class, worst)
-        if -p.delta_pp > gate.max_drop_pp + 1e-9:
-            p.failures.append(f"accuracy drop {-p.delta_pp:.2f} pp > {gate.max_drop_pp:g} pp")
-        if agree < gate.min_agreement:
-            p.failures.append(f"top-1 agreement {agree:.2%} < {gate.min_agreement:.1%}")
-    if gate.max_abs_diff is not None and p.max_abs_diff > gate.max_abs_diff:
-        p.failures.append(f"max |diff| {p.max_abs_diff:.3g} > {gate.max_abs_diff:g}")
+        losses, wins = gs.paired_counts(top, ktop, labels)
+        checks.append(gs.drop_check(losses, wins, n, gate.max_drop_pp, gate.confidence))
+        agreement = gs.disagreement_check(disagree, n, gate.min_agreement, gate.confidence)
+        if spec.fine_tunes:  # a different model: judged on what it gets right, not on matching the old weights
+            checks.append(_class_drop_check(top, ktop, labels, class_names, gate))
+            agreement.outcome, agreement.message = "reported", agreement.message.split(": inconclusive")[0]
+            agreement.needed_n = None
+        checks.append(agreement)
+        p.delta_low_pp, p.delta_high_pp = checks[0].low, checks[0].high
+    if gate.max_abs_diff is not None and not spec.fine_tunes:
+        ok = p.max_abs_diff <= gate.max_abs_diff  # NaN compares False: fails
+        checks.append(gs.Check("max |diff|", p.max_abs_diff, None, None, gate.max_abs_diff,
+                               gs.PASS if ok else gs.FAIL, unit="abs",
+                               message=f"max |diff| {p.max_abs_diff:.3g} {'<=' if ok else '>'} {gate.max_abs_diff:g}"))
+    if bad_art or bad_ref:  # NaN/Inf: every comparison above is meaningless, and NaN never exceeds a threshold
+        who = []
+        if bad_art:
+            who.append(f"the artifact outputs NaN/Inf on {bad_art} of {len(y)} samples")
+        if bad_ref:
+            who.append(f"the Keras reference outputs NaN/Inf on {bad_ref} of {len(ref)} samples (the source "
+                       "model's weights are broken: retrain it)")
+        checks.append(gs.Check("finite outputs", float(bad_art + bad_ref), None, None, 0.0, gs.FAIL,
+                               unit="samples", message="; ".join(who)))
+    p.checks = [c.to_dict() for c in checks]
+    p.failures = [c.message for c in checks if c.outcome == gs.FAIL]
+    p.inconclusive = [c.message for c in checks if c.outcome == gs.INCONCLUSIVE]
     return p
 
 
@@ -200,7 +304,7 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     if write:  # manifest first, parity.json last: make sees parity.json as newer than the manifest
         for art in man.artifacts:
             mine = [p for p in results if p.name == art.name]
-            art.parity = {p.backend: {"passed": p.passed, "metric": p.metric, "value": p.value,
+            art.parity = {p.backend: {"passed": p.passed, "outcome": p.outcome, "metric": p.metric, "value": p.value,
                                       "delta_pp": p.delta_pp, "agreement": p.agreement,
                                       "max_abs_diff": p.max_abs_diff} for p in mine}
         write_manifest(bdir, man)

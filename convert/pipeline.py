@@ -28,6 +28,7 @@ from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_man
 from ..fsutil import check_out_dir, remove_dead_temp_dirs, staged_dir, write_marker
 from ..train.datasets import skipped_summary
 from ..train.preprocess import standardize_like
+from .progress import ConvertProgress
 from .recipes import RECIPES, Recipe, recipe_options
 
 WORK_PREFIX = "edgeport-convert-"  # temp work dirs (hold a copy of the training data; always removed)
@@ -194,6 +195,17 @@ def _inputs(model: Path, data: Optional[str]) -> List[Path]:
     return paths
 
 
+def _data_record(cfg: ConvertConfig, data: Data) -> Dict[str, Any]:
+    """--data as given (a path made absolute, or a built-in name), the seed and how the held-out split was made."""
+    if data.run_dir is not None:
+        return {"data": str(data.run_dir.resolve()), "seed": cfg.seed, "split": "the training run's test.npz"}
+    arg = cfg.data
+    if arg is not None and Path(arg).exists():
+        arg = str(Path(arg).resolve())
+    return {"data": arg, "seed": cfg.seed,
+            "split": "the dataset's own test split, else 20% held out, stratified by class, seeded"}
+
+
 def _versions() -> Dict[str, str]:
     from ..tfenv import package_versions
 
@@ -253,15 +265,29 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                                out_path=str(tmp / f"{r.value}{spec.suffix}"), task=data.task, seed=cfg.seed)
                     futures[r] = pool.submit(worker.run_recipe, job)
                 results, failures, failure_types = {}, {}, {}
-                for r, fut in futures.items():
-                    try:
-                        results[r] = fut.result()
-                        progress(f"  {r.value:<20} done")
-                    except EdgeportError as e:
-                        failures[r], failure_types[r] = str(e), e
-                        progress(f"  {r.value:<20} FAILED")
-                    except cf.process.BrokenProcessPool as e:
-                        failures[r], failure_types[r] = "the converter process crashed (killed or out of memory)", e
+                shown = ConvertProgress([r.value for r in futures], emit=progress,
+                                        live=None if progress is print else False)
+                try:
+                    for fut in cf.as_completed(futures.values()):  # report in the order they finish
+                        r = next(k for k, v in futures.items() if v is fut)
+                        try:
+                            results[r] = fut.result()
+                            shown.done(r.value)
+                        except EdgeportError as e:
+                            msg = str(e)
+                            if msg.startswith(f"{r.value}: "):  # exporters name their recipe; the list does too
+                                msg = msg[len(r.value) + 2:]
+                            failures[r], failure_types[r] = msg, e
+                            if not cfg.explicit and isinstance(e, _not_applicable()):
+                                shown.skipped(r.value)
+                            else:
+                                shown.failed(r.value, msg)
+                        except cf.process.BrokenProcessPool as e:
+                            failures[r], failure_types[r] = ("the converter process crashed (killed or out of "
+                                                             "memory)"), e
+                            shown.failed(r.value, failures[r])
+                finally:
+                    shown.close()
             skipped = {}
             if failures and not cfg.explicit and results:
                 # the default "all" means all that apply: a recipe this model cannot take is skipped, said
@@ -287,7 +313,9 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                 # absolute paths: parity and bench find the Keras original from any working directory
                 source={"path": str(model.resolve()), "sha256": sha256_file(model) if model.is_file() else None,
                         "kind": info["kind"], "input_shape": info["input_shape"],
-                        "run_dir": str(data.run_dir.resolve()) if data.run_dir else None},
+                        "run_dir": str(data.run_dir.resolve()) if data.run_dir else None,
+                        # what parity needs to re-create the held-out split without the user repeating --data
+                        "data": _data_record(cfg, data)},
                 calibration={"source": f"training split of {data.source}", "count": int(len(calib)),
                              "seed": cfg.seed, "stratified": True},
                 toolchain=_versions(), check={"inputs": "check_inputs.npy", "keras_outputs": "check_keras.npy"},

@@ -10,9 +10,36 @@ def parity_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory written by `edgeport convert`")
     p.add_argument("--data", help="training run directory or dataset to evaluate on (default: the bundle's run)")
     p.add_argument("--config", help="TOML with [parity.gates.RECIPE] tables overriding max_drop_pp, "
-                                    "min_agreement, max_abs_diff, max_mse_ratio")
-    p.add_argument("--no-diagnose", action="store_true", help="skip the layer-wise diagnosis of failing int8 artifacts")
+                                    "min_agreement, max_class_drop_pp, max_abs_diff, max_mse_ratio, confidence")
+    p.add_argument("--no-diagnose", action="store_true", help="skip the layer-wise diagnosis of failing int8 "
+                                                              "artifacts")
+    p.add_argument("--strict", action="store_true", help="also exit 1 when a gate is inconclusive (the held-out "
+                                                          "split is too small to decide it either way)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+_MARK = {"pass": "\u2713", "fail": "\u2717", "inconclusive": "?"}
+
+
+def _print_artifact(a) -> None:
+    if a.delta_pp is not None:
+        extra = (f"delta {a.delta_pp:+.2f} pp [{a.delta_low_pp:+.2f}, {a.delta_high_pp:+.2f}], "
+                 f"agreement {a.agreement:.2%}")
+    else:
+        extra = f"Keras {a.keras_value:.5g}"
+    steps = f", {a.max_diff_output_steps:.1f} output steps" if a.max_diff_output_steps is not None else ""
+    print(f" {_MARK[a.outcome]} {a.name:<20} [{a.backend}] {a.metric} {a.value:.4f} ({extra}), max |diff| "
+          f"{a.max_abs_diff:.2e}{steps}")
+    for f in a.failures:
+        print(f"     FAIL: {f}")
+    for f in a.inconclusive:
+        print(f"     inconclusive: {f}")
+    if a.diagnosis:
+        for layer in a.diagnosis["worst_layers"][:3]:
+            print(f"     worst layer: {layer['tensor']} ({layer['op']}) relative error "
+                  f"{layer['relative_error']:.1%}")
+        for fix in a.diagnosis["suggested_fixes"]:
+            print(f"     fix: {fix}")
 
 
 def parity_main(args) -> int:
@@ -25,31 +52,33 @@ def parity_main(args) -> int:
         conf = load_config(args.config, ["gates"], section="parity")
         gates = conf.get("gates", {})
     rep = parity(args.bundle, data=args.data, gate_overrides=gates, diagnose=not args.no_diagnose)
+    counts = rep.counts()
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
     else:
         k = rep.keras
-        print(f"Keras {k['metric']}: {k['value']:.4f} on {rep.samples} held-out samples")
+        print(f"Keras {k['metric']}: {k['value']:.4f} on {rep.samples} held-out samples "
+              "(deltas in pp with one-sided 95% bounds; one sample is "
+              f"{100 / rep.samples:.2g} pp)")
         for a in rep.artifacts:
-            mark = "\u2713" if a.passed else "\u2717"
-            extra = (f"delta {a.delta_pp:+.2f} pp, agreement {a.agreement:.2%}" if a.delta_pp is not None
-                     else f"Keras {a.keras_value:.5g}")
-            steps = f", {a.max_diff_output_steps:.1f} output steps" if a.max_diff_output_steps is not None else ""
-            print(f" {mark} {a.name:<20} [{a.backend}] {a.metric} {a.value:.4f} ({extra}), max |diff| "
-                  f"{a.max_abs_diff:.2e}{steps}")
-            for f in a.failures:
-                print(f"     - {f}")
-            if a.diagnosis:
-                for layer in a.diagnosis["worst_layers"][:3]:
-                    print(f"     worst layer: {layer['tensor']} ({layer['op']}) relative error "
-                          f"{layer['relative_error']:.1%}")
-                for fix in a.diagnosis["suggested_fixes"]:
-                    print(f"     fix: {fix}")
+            _print_artifact(a)
+        print(f"parity: {counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} inconclusive")
     if not rep.passed:
         from edgeport_runtime.errors import GateFailed
 
         raise GateFailed(f"parity gate failed for {len(rep.failures())} artifact metric(s): "
                          + "; ".join(rep.failures()))
+    if counts["inconclusive"]:
+        import sys
+
+        lines = rep.inconclusive()
+        print(f"warning: {len(lines)} gate(s) inconclusive: the held-out split is too small to show them either way"
+              + ("" if args.strict else " (exit 0; --strict makes this exit 1)") + ". " + "; ".join(lines),
+              file=sys.stderr)
+        if args.strict:
+            from edgeport_runtime.errors import GateFailed
+
+            raise GateFailed(f"--strict: {len(lines)} inconclusive gate(s); evaluate on more held-out samples.")
     return 0
 
 

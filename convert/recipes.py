@@ -28,15 +28,21 @@ class Recipe(str, Enum):
 class Gate:
     """Parity thresholds for one recipe, versus the Keras float model on the held-out test set.
 
-    ``max_drop_pp``: accuracy drop in percentage points; ``min_agreement``: top-1 agreement with Keras;
+    ``max_drop_pp``: accuracy drop in percentage points (one-sided: being better never fails);
+    ``min_agreement``: top-1 agreement with Keras, gated only for recipes that keep the weights (post-training);
+    ``max_class_drop_pp``: worst per-class accuracy drop, gated only for recipes that fine-tune;
     ``max_abs_diff``: max absolute output difference (None: not gated, e.g. int8 where units of the output
-    scale are the meaningful measure); ``max_mse_ratio``: autoencoders, artifact MSE / Keras MSE.
+    scale are the meaningful measure); ``max_mse_ratio``: autoencoders, artifact MSE / Keras MSE;
+    ``confidence``: one-sided confidence level of the bounds the drop/agreement gates are decided with
+    (see :mod:`edgeport.convert.gate_stats`).
     """
 
     max_drop_pp: float
     min_agreement: float
     max_abs_diff: Optional[float] = None
     max_mse_ratio: float = 1.10
+    max_class_drop_pp: float = 10.0
+    confidence: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ class RecipeSpec:
     options: Mapping[str, Any] = field(default_factory=dict)  # accepted options -> defaults
     calibrated: bool = False  # uses the representative (calibration) samples
     bridge: bool = False  # needs the tf_keras/tfmot bridge (Keras models only)
+    # changes the weights (QAT, pruning, ...): a different model, so it is gated on its accuracy drop (overall and
+    # worst class), and its agreement with the old weights is reported, not gated
+    fine_tunes: bool = False
     suffix: str = ".tflite"
     description: str = ""
 
@@ -64,9 +73,10 @@ RECIPES: Dict[Recipe, RecipeSpec] = {r.recipe: r for r in [
                Gate(max_drop_pp=0.0, min_agreement=1.0, max_abs_diff=1e-4),
                description="float32 TFLite"),
     # float16 weights (compute in float32): ~3 significant digits per weight; a near-tie can flip, so
-    # agreement >= 99.5% and 0.5 pp, and outputs within 1e-2 (float16 epsilon ~1e-3 times a few terms).
+    # agreement >= 99% and 0.5 pp, and outputs within 1e-2 (float16 epsilon ~1e-3 times a few terms). 99% rather
+    # than 99.5%: with no disagreement at all, 300 samples show >= 99% at 95% confidence, 99.5% would need 600.
     RecipeSpec(Recipe.TFLITE_FP16, "tflite", "float16", "export_tflite",
-               Gate(max_drop_pp=0.5, min_agreement=0.995, max_abs_diff=1e-2),
+               Gate(max_drop_pp=0.5, min_agreement=0.99, max_abs_diff=1e-2),
                description="float16 weights"),
     # dynamic range: int8 weights, float activations quantized on the fly per batch; int8-level error.
     RecipeSpec(Recipe.TFLITE_DYNAMIC, "tflite", "dynamic-int8", "export_tflite",
@@ -75,16 +85,20 @@ RECIPES: Dict[Recipe, RecipeSpec] = {r.recipe: r for r in [
     RecipeSpec(Recipe.TFLITE_INT8, "tflite", "int8", "export_tflite",
                Gate(max_drop_pp=1.0, min_agreement=0.97), options={"calibration": 300}, calibrated=True,
                description="full-integer PTQ, int8 in/out"),
-    # QAT fine-tunes with the quantization in the loop: it must do at least as well as PTQ.
+    # QAT fine-tunes with the quantization in the loop: a new model, so it is held to the accuracy promise
+    # (<= 1.0 pp drop) and may move borderline samples either way (min_agreement is reported only). Per class
+    # 10 pp: a class is ~1/10 of the split (36 digits samples, 2.8 pp each), so this catches a class the
+    # fine-tuning damaged, not the few borderline samples it moves by design.
     RecipeSpec(Recipe.TFLITE_INT8_QAT, "tflite", "int8", "export_qat",
-               Gate(max_drop_pp=1.0, min_agreement=0.97), options=dict(_FINE_TUNE), calibrated=True, bridge=True,
+               Gate(max_drop_pp=1.0, min_agreement=0.97, max_class_drop_pp=10.0), options=dict(_FINE_TUNE),
+               calibrated=True, bridge=True, fine_tunes=True,
                description="quantization-aware fine-tuning (tfmot), int8"),
-    # 75% of weights removed, then int8: the issue allows 1.5 pp; agreement 95% (pruning moves borderline
-    # samples by design, it is a different model after fine-tuning).
+    # 75% of weights removed, fine-tuned, then int8: 1.5 pp overall (pruning costs a little); per class as QAT.
     RecipeSpec(Recipe.TFLITE_INT8_PRUNED, "tflite", "int8", "export_pruned",
-               Gate(max_drop_pp=1.5, min_agreement=0.95),
+               Gate(max_drop_pp=1.5, min_agreement=0.95, max_class_drop_pp=10.0),
                options={"sparsity": 0.75, "pqat": False, **_FINE_TUNE, "epochs": 8, "lr": 5e-4},
-               calibrated=True, bridge=True, description="magnitude pruning + int8 (gzip size shrinks)"),
+               calibrated=True, bridge=True, fine_tunes=True,
+               description="magnitude pruning + int8 (gzip size shrinks)"),
     RecipeSpec(Recipe.ONNX_FP32, "onnx", "float32", "export_onnx_fp32",
                Gate(max_drop_pp=0.0, min_agreement=1.0, max_abs_diff=1e-4), suffix=".onnx",
                description="float32 ONNX (tf2onnx)"),

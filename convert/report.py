@@ -1,9 +1,11 @@
 """`edgeport report`: one row per artifact (size, metric, agreement, latency, RSS, gate) as .md, .json and .png.
 
 report.json is a stable interface. Top level: ``keras`` {``accuracy`` (or ``reconstruction_mse``), ``params``,
-``macs``, ``latency_ms_p50``}, ``artifacts`` [{``name, format, recipe, bytes, gzip_bytes, accuracy,
-accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys], ``passed``,
-``devices`` [{``profile, host, release, artifact, backend, threads, latency_ms_p50, cold_start_s, rss_mb, smoke``}].
+``macs``, ``latency_ms_p50``}, ``model``, ``dataset``, ``artifacts`` [{``name, format, recipe, bytes, gzip_bytes,
+accuracy, accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys, among them
+``accuracy_delta_low_pp`` / ``accuracy_delta_high_pp`` (one-sided 95% bounds) and ``inconclusive``], ``passed``
+(no gate failed), ``devices`` [{``profile, host, release, artifact, backend, threads, latency_ms_p50,
+cold_start_s, rss_mb, smoke``}]. ``gate`` is ``pass``, ``FAIL``, ``inconclusive`` or ``not run``.
 For autoencoders ``accuracy`` holds the reconstruction MSE and ``metric`` says so.
 """
 from __future__ import annotations
@@ -51,6 +53,9 @@ def build_report(bundle: str) -> Dict[str, Any]:
         b = bench_rows.get(art.name, {})
         main = next((p for p in pars if p["backend"] == b.get("backend")), pars[0] if pars else None)
         lat = b.get("latency_ms_p50")
+        outcomes = {p.get("outcome", "pass" if p["passed"] else "fail") for p in pars}
+        gate = ("not run" if not pars else "FAIL" if "fail" in outcomes else
+                "inconclusive" if "inconclusive" in outcomes else "pass")
         rows.append({
             "name": art.name, "format": art.format, "recipe": art.recipe, "bytes": art.bytes,
             "gzip_bytes": art.gzip_bytes, "accuracy": main["value"] if main else None,
@@ -58,16 +63,23 @@ def build_report(bundle: str) -> Dict[str, Any]:
             "agreement": main["agreement"] if main else None,
             "max_abs_diff": main["max_abs_diff"] if main else None, "latency_ms_p50": lat,
             "rss_mb": b.get("rss_mb"),
-            "gate": "pass" if pars and all(p["passed"] for p in pars) else ("FAIL" if pars else "not run"),
+            "gate": gate,
+            "accuracy_delta_low_pp": main.get("delta_low_pp") if main else None,
+            "accuracy_delta_high_pp": main.get("delta_high_pp") if main else None,
+            "max_drop_pp": (par.get("gates", {}).get(art.recipe) or {}).get("max_drop_pp"),
             "metric": metric, "backend": b.get("backend"), "sparsity": art.sparsity,
             "latency_ms_p90": b.get("latency_ms_p90"), "latency_ms_p50_all_cores": b.get("latency_ms_p50_all_cores"),
             "throughput_batch32_per_s": b.get("throughput_batch32_per_s"), "cold_start_s": b.get("cold_start_s"),
             "speedup_vs_keras": round(keras_lat / lat, 1) if keras_lat and lat else None,
             "failures": [f"[{p['backend']}] {f}" for p in pars for f in p["failures"]],
+            "inconclusive": [f"[{p['backend']}] {f}" for p in pars for f in p.get("inconclusive", [])],
             "backends": {p["backend"]: {"value": p["value"], "passed": p["passed"]} for p in pars},
         })
     return {"bundle": str(bdir), "task": man.task, "test_samples": par["samples"], "keras": keras,
-            "artifacts": rows, "passed": all(r["gate"] == "pass" for r in rows), "cores": ben.get("cores"),
+            "model": train.get("model") or Path(man.source.get("path", "model")).stem,
+            "dataset": train.get("dataset") or (man.source.get("data") or {}).get("data") or "unknown data",
+            "artifacts": rows, "passed": all(r["gate"] in ("pass", "inconclusive") for r in rows),
+            "cores": ben.get("cores"),
             "devices": device_rows(bdir), "toolchain": man.toolchain}
 
 
@@ -97,48 +109,36 @@ def _fmt(v, spec, missing="-"):
     return missing if v is None else format(v, spec)
 
 
+def _delta(r: Dict[str, Any]) -> str:
+    if r["accuracy_delta_pp"] is None:
+        return "-"
+    if r.get("accuracy_delta_low_pp") is None:
+        return f"{r['accuracy_delta_pp']:+.2f}"
+    return f"{r['accuracy_delta_pp']:+.2f} [{r['accuracy_delta_low_pp']:+.2f}, {r['accuracy_delta_high_pp']:+.2f}]"
+
+
 def table(rep: Dict[str, Any]) -> str:
     """The report as a Markdown table (also printed at the end of `make`)."""
     k = rep["keras"]
     metric = k["metric"]
     acc_spec = ".4f" if metric == "accuracy" else ".5g"
-    lines = [f"| artifact | format | size | gzip | {metric} | delta pp | agreement | p50 ms | speedup vs Keras "
-             "| RSS MiB | gate |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [f"| artifact | format | size | gzip | {metric} | delta pp [95% bounds] | agreement | p50 ms | "
+             "speedup vs Keras | RSS MiB | gate |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     lines.append(f"| keras (reference) | keras | - | - | {_fmt(k[metric], acc_spec)} | - | - | "
                  f"{_fmt(k['latency_ms_p50'], '.3f')} | 1.0x | {_fmt(k.get('rss_mb'), '.0f')} | - |")
     for r in rep["artifacts"]:
         lines.append(
             f"| {r['name']} | {r['format']} | {r['bytes'] / 1024:.1f} KiB | {r['gzip_bytes'] / 1024:.1f} KiB | "
-            f"{_fmt(r['accuracy'], acc_spec)} | {_fmt(r['accuracy_delta_pp'], '+.2f')} | "
+            f"{_fmt(r['accuracy'], acc_spec)} | {_delta(r)} | "
             f"{_fmt(r['agreement'], '.2%')} | {_fmt(r['latency_ms_p50'], '.4f')} | "
             f"{_fmt(r['speedup_vs_keras'], '.0f')}x | {_fmt(r['rss_mb'], '.0f')} | {r['gate']} |")
     return "\n".join(lines)
 
 
-def _plot(rep: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = rep["keras"]["metric"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "bytes", "size (KiB)"), (axes[1], "latency_ms_p50", "p50 latency (ms), 1 thread")):
-        for r in rep["artifacts"]:
-            if r[key] is None or r["accuracy"] is None:
-                continue
-            v = r[key] / 1024 if key == "bytes" else r[key]
-            ax.scatter(v, r["accuracy"], c="tab:green" if r["gate"] == "pass" else "tab:red")
-            ax.annotate(r["name"], (v, r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.axhline(rep["keras"][metric], color="grey", ls="--", lw=1, label="Keras float")
-        ax.set_xlabel(label)
-        ax.set_ylabel(metric)
-        ax.set_xscale("log")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{Path(rep['bundle']).name}: {metric} vs size and latency (green: gate passed)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+def _verdict(rep: Dict[str, Any]) -> str:
+    gates = [r["gate"] for r in rep["artifacts"]]
+    return (f"{gates.count('pass')} passed, {gates.count('FAIL')} failed, {gates.count('inconclusive')} "
+            "inconclusive")
 
 
 def write_report(bundle: str) -> Dict[str, Any]:
@@ -146,12 +146,16 @@ def write_report(bundle: str) -> Dict[str, Any]:
     rep = build_report(bundle)
     bdir = Path(bundle)
     atomic_write_text(bdir / "report.json", json.dumps(rep, indent=2) + "\n")
-    md = [f"# edgeport report: {bdir}", "", f"Task {rep['task']}, {rep['test_samples']} held-out test samples, "
+    md = [f"# edgeport report: {rep['model']} on {rep['dataset']}", "", f"Bundle {bdir}. Task {rep['task']}, "
+          f"{rep['test_samples']} held-out test samples, "
           f"latency at batch 1 with 1 thread on {rep['cores']} cores. Gates: "
-          f"{'all passed' if rep['passed'] else 'FAILED'}.", "", table(rep), ""]
+          f"{_verdict(rep)}. Deltas are artifact minus Keras with one-sided 95% confidence bounds "
+          f"(one sample is {100 / rep['test_samples']:.2g} pp).", "", table(rep), ""]
     for r in rep["artifacts"]:
         for f in r["failures"]:
-            md.append(f"- {r['name']}: {f}")
+            md.append(f"- {r['name']}: FAIL: {f}")
+        for f in r.get("inconclusive", []):
+            md.append(f"- {r['name']}: inconclusive: {f}")
     if rep["devices"]:
         md += ["", "## Devices", "", "| device | host | release | artifact | backend | threads | p50 ms | cold start s "
                "| RSS MiB | smoke parity |", "|---|---|---|---|---|---:|---:|---:|---:|---|"]
@@ -161,7 +165,9 @@ def write_report(bundle: str) -> Dict[str, Any]:
                       f"{_fmt(d['rss_mb'], '.0f')} | {d['smoke']} |")
     md.append("")
     atomic_write_text(bdir / "report.md", "\n".join(md))
+    from .report_plot import plot_report
+
     tmp_png = bdir / ".report.png.tmp.png"
-    _plot(rep, tmp_png)
+    plot_report(rep, tmp_png)
     tmp_png.replace(bdir / "report.png")
     return rep

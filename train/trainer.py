@@ -219,22 +219,27 @@ def evaluate(model, task: str, x, y, class_names: List[str], batch_size: int = 2
     return {"test_accuracy": float((top == y).mean()), "per_class_accuracy": per_class, "metric": "accuracy"}
 
 
-def _plot_history(history: Dict[str, List[float]], path: Path, title: str) -> None:
+def _plot_history(history: Dict[str, List[float]], path: Path, title: str, best_epoch: Optional[int] = None) -> None:
+    """Loss/accuracy per epoch (integer ticks), with the epoch whose weights were restored marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metrics = [m for m in ("loss", "accuracy") if m in history]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         ep = range(1, len(history[m]) + 1)
-        ax.plot(ep, history[m], label=f"train {m}")
+        ax.plot(ep, history[m], marker=".", label=f"train {m}")
         if f"val_{m}" in history:
-            ax.plot(ep, history[f"val_{m}"], label=f"val {m}")
+            ax.plot(ep, history[f"val_{m}"], marker=".", label=f"val {m}")
+        if best_epoch is not None and 1 <= best_epoch <= len(history[m]):
+            ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"restored: epoch {best_epoch}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.set_title(m)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -364,7 +369,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         _save_npz(tmp / "train.npz", x_train=x_train, y_train=y_train,
                   **({"x_val": x_val, "y_val": y_val} if x_val is not None else {}))
         _save_npz(tmp / "test.npz", x_test=x_test, y_test=y_test)
-        _plot_history(hist.history, tmp / "history.png", f"{cfg.model} on {ds.name}")
+        _plot_history(hist.history, tmp / "history.png", f"{cfg.model} on {ds.name}",
+                      guard.best_epoch if guard.best_weights is not None else None)
         record["wall_seconds"] = round(time.perf_counter() - t_start, 2)
         atomic_write_text(tmp / "train.json", json.dumps(record, indent=2) + "\n")
     return record
