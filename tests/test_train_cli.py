@@ -178,3 +178,10 @@ def test_ctrl_c_stops_cleanly_and_keeps_best_model(tmp_path):
     assert proc.returncode == 0, "".join(lines) + rest
     rec = json.loads((out / "train.json").read_text())
     assert rec["interrupted"] is True and rec["epochs_run"] < 500 and (out / "model.keras").is_file()
+
+
+def test_one_epoch_is_singular_on_screen(tmp_path, cli):
+    code, out, err = cli("train", "--model", "mlp", "--max-samples", "200", "--epochs", "1", "--quiet",
+                         "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "1 epoch (best 1)" in out and "1 epochs" not in out

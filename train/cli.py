@@ -82,7 +82,8 @@ def train_main(args) -> int:
     metric = (f"test accuracy {rec['test_accuracy']:.4f}" if "test_accuracy" in rec
               else f"test reconstruction MSE {rec['test_reconstruction_mse']:.5f}")
     print(f"{rec['model']} on {rec['dataset']}: {metric}; {rec['params']:,} params, {rec['macs']:,} MACs; "
-          f"{rec['epochs_run']} epochs (best {rec['best_epoch']}) in {rec['fit_seconds']:.1f} s"
+          f"{rec['epochs_run']} epoch{'s' if rec['epochs_run'] != 1 else ''} (best {rec['best_epoch']}) "
+          f"in {rec['fit_seconds']:.1f} s"
           f"{' [interrupted]' if rec['interrupted'] else ''}; wrote {cfg.out}/")
     if "profile" in rec:
         pr = rec["profile"]
