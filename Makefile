@@ -102,7 +102,7 @@ test-arm: $(STAMP)
 
 # Benchmarks print numbers (they are not tests): training time/accuracy, runtime cold start, overhead, bit-exactness.
 benchmarks: $(BUNDLE)/manifest.json
-	$(BIN)/python benchmarks/bench_train.py digits:tiny_cnn mnist:resnet8 waveforms:conv1d
+	$(BIN)/python benchmarks/bench_train.py digits:tiny_cnn digits:ds_cnn mnist:resnet8
 	$(BIN)/python benchmarks/bench_runtime.py $(BUNDLE)
 
 dist: $(STAMP)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import edgeport_runtime as er
+from edgeport_runtime.errors import EdgeportError
 from edgeport.convert.recipes import RECIPES
 
 
@@ -68,23 +69,44 @@ def test_inspect_shows_ops_and_params(full_bundle, cli):
     assert code == 0 and info["format"] == "onnx" and "QuantizeLinear" in info["ops"]
 
 
-def test_legacy_h5_from_tf_keras_converts(tmp_path, cli):
+def _convert_legacy_h5(tmp_path, cli, model, recipes="tflite-int8,onnx-fp32"):
+    """Save tf_keras ``model`` as .h5, convert it through the CLI and check ONNX float32 against it; the manifest."""
+    model.save(tmp_path / "legacy.h5")
+    code, _, err = cli("convert", tmp_path / "legacy.h5", "--data", "digits", "--out", tmp_path / "b",
+                       "--recipes", recipes, "--calibration", "64")
+    assert code == 0, err
+    x = np.load(tmp_path / "b" / "check_inputs.npy")
+    # float32 ONNX of the same graph vs tf_keras itself: 1e-4 (the fp32 gate)
+    np.testing.assert_allclose(er.load(tmp_path / "b", artifact="onnx-fp32").predict(x), model.predict(x, verbose=0),
+                               atol=1e-4)
+    return er.read_manifest(tmp_path / "b")
+
+
+def test_legacy_h5_with_old_keys_loads_through_keras3(tmp_path, cli):
+    """A tf.keras DepthwiseConv2D config carries the obsolete ``groups`` key; the Keras 3 path tolerates it."""
     import tf_keras as tfk
 
     tfk.utils.set_random_seed(0)
     m = tfk.Sequential([tfk.layers.Input((8, 8, 1)), tfk.layers.DepthwiseConv2D(3, padding="same"),
                         tfk.layers.Conv2D(8, 3), tfk.layers.ReLU(), tfk.layers.Flatten(),
                         tfk.layers.Dense(10, activation="softmax")])
-    m.save(tmp_path / "legacy.h5")
-    code, out, err = cli("convert", tmp_path / "legacy.h5", "--data", "digits", "--out", tmp_path / "b",
-                         "--recipes", "tflite-int8,onnx-fp32,tflite-int8-qat", "--calibration", "64")
-    assert code == 0, err
-    man = er.read_manifest(tmp_path / "b")
-    x = np.load(tmp_path / "b" / "check_inputs.npy")
-    ref = m.predict(x, verbose=0)
-    # float32 ONNX of the same graph: 1e-4 (the fp32 gate)
-    np.testing.assert_allclose(er.load(tmp_path / "b", artifact="onnx-fp32").predict(x), ref, atol=1e-4)
-    assert man.source["kind"] in ("keras", "tf_keras")
+    man = _convert_legacy_h5(tmp_path, cli, m, "tflite-int8,onnx-fp32,tflite-int8-qat")
+    assert man.source["kind"] == "keras"
+
+
+def test_legacy_h5_keras3_refuses_falls_back_to_tf_keras(tmp_path, cli):
+    """ThresholdedReLU exists in tf.keras but was removed from Keras 3 ("Unknown layer"): only tf_keras loads it."""
+    import keras
+    import tf_keras as tfk
+
+    tfk.utils.set_random_seed(0)
+    m = tfk.Sequential([tfk.layers.Input((8, 8, 1)), tfk.layers.Conv2D(8, 3), tfk.layers.ThresholdedReLU(0.1),
+                        tfk.layers.Flatten(), tfk.layers.Dense(10, activation="softmax")])
+    m.save(tmp_path / "probe.h5")
+    with pytest.raises(ValueError, match="Unknown layer: 'ThresholdedReLU'"):  # the premise: Keras 3 refuses it
+        keras.saving.load_model(tmp_path / "probe.h5", compile=False)
+    man = _convert_legacy_h5(tmp_path, cli, m)
+    assert man.source["kind"] == "tf_keras"
 
 
 def test_savedmodel_without_keras_metadata_converts(tmp_path, cli):
@@ -197,7 +219,9 @@ def test_implicit_all_skips_recipes_that_do_not_apply(tmp_path):
     assert [a.name for a in man.artifacts] == ["tflite-int8"]
     assert "Conv1D" in man.skipped["tflite-int8-qat"] and any("warning: skipped tflite-int8-qat" in s for s in said)
     # named explicitly, the same recipe fails the run and writes nothing
-    with pytest.raises(Exception, match="tflite-int8-qat"):
+    with pytest.raises(EdgeportError, match=r"(?s)^1 recipe\(s\) failed, nothing was written\. tflite-int8-qat: .*"
+                       r"tfmot cannot quantize.*Conv1D.*Converted fine: none") as exc:
         convert(ConvertConfig(model=str(tmp_path / "c1d.keras"), out=str(tmp_path / "c"), data=str(tmp_path / "d.npz"),
                               recipes=[Recipe.TFLITE_INT8_QAT], explicit=True), progress=said.append)
+    assert exc.type is EdgeportError  # a failed recipe, not bad input (which would be a subclass)
     assert not (tmp_path / "c").exists()
