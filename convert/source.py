@@ -11,7 +11,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -93,22 +93,22 @@ def _h5_config(path: Path) -> Optional[dict]:
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
 
 
+def _config_objects(config) -> Iterator[dict]:
+    """Every dict in a Keras config (nested models and layers included), depth first."""
+    stack = [config]
+    while stack:
+        c = stack.pop()
+        if isinstance(c, dict):
+            yield c
+            stack.extend(reversed(list(c.values())))
+        elif isinstance(c, list):
+            stack.extend(reversed(c))
+
+
 def _code_layers(config) -> list:
     """Names of layers in a Keras config that would execute Python code when deserialised."""
-    found = []
-
-    def walk(c):
-        if isinstance(c, dict):
-            if c.get("class_name") in _CODE_LAYERS:
-                found.append(f"{c.get('config', {}).get('name', '?')} ({c['class_name']})")
-            for v in c.values():
-                walk(v)
-        elif isinstance(c, list):
-            for v in c:
-                walk(v)
-
-    walk(config)
-    return found
+    return [f"{c.get('config', {}).get('name', '?')} ({c['class_name']})" for c in _config_objects(config)
+            if c.get("class_name") in _CODE_LAYERS]
 
 
 def _custom_objects(config) -> list:
@@ -118,21 +118,12 @@ def _custom_objects(config) -> list:
     Keras would run, so safe mode refuses them before Keras sees the file.
     """
     found = []
-
-    def walk(c):
-        if isinstance(c, dict):
-            if "class_name" in c:
-                module, registered = c.get("module"), c.get("registered_name")
-                foreign = module is not None and not (module == "keras" or str(module).startswith("keras."))
-                if foreign or (isinstance(registered, str) and ">" in registered):
-                    found.append(f"{c['class_name']} ({registered or module})")
-            for v in c.values():
-                walk(v)
-        elif isinstance(c, list):
-            for v in c:
-                walk(v)
-
-    walk(config)
+    for c in _config_objects(config):
+        if "class_name" in c:
+            module, registered = c.get("module"), c.get("registered_name")
+            foreign = module is not None and not (module == "keras" or str(module).startswith("keras."))
+            if foreign or (isinstance(registered, str) and ">" in registered):
+                found.append(f"{c['class_name']} ({registered or module})")
     return found
 
 
