@@ -56,14 +56,17 @@ def build_report(bundle: str) -> Dict[str, Any]:
         outcomes = {p.get("outcome", "pass" if p["passed"] else "fail") for p in pars}
         gate = ("not run" if not pars else "FAIL" if "fail" in outcomes else
                 "inconclusive" if "inconclusive" in outcomes else "pass")
-        rows.append({
+        stable = {
             "name": art.name, "format": art.format, "recipe": art.recipe, "bytes": art.bytes,
             "gzip_bytes": art.gzip_bytes, "accuracy": main["value"] if main else None,
             "accuracy_delta_pp": main["delta_pp"] if main else None,
             "agreement": main["agreement"] if main else None,
             "max_abs_diff": main["max_abs_diff"] if main else None, "latency_ms_p50": lat,
-            "rss_mb": b.get("rss_mb"),
-            "gate": gate,
+            "rss_mb": b.get("rss_mb"), "gate": gate,
+        }
+        # the stable interface first, in its documented order: a key in REPORT_KEYS the builder does not fill
+        # is a KeyError here, not a silently missing column
+        rows.append({**{k: stable[k] for k in REPORT_KEYS},
             "accuracy_delta_low_pp": main.get("delta_low_pp") if main else None,
             "accuracy_delta_high_pp": main.get("delta_high_pp") if main else None,
             "max_drop_pp": (par.get("gates", {}).get(art.recipe) or {}).get("max_drop_pp"),

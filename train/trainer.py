@@ -7,7 +7,6 @@ stages may calibrate or fine-tune on) and ``test.npz`` (the held-out split, for 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -374,12 +373,3 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         record["wall_seconds"] = round(time.perf_counter() - t_start, 2)
         atomic_write_text(tmp / "train.json", json.dumps(record, indent=2) + "\n")
     return record
-
-
-def load_run(run_dir: os.PathLike) -> Dict[str, Any]:
-    """Read a training run directory's train.json, with a clear error when it is not one."""
-    p = Path(run_dir) / "train.json"
-    if not p.is_file():
-        raise InputError(f"{run_dir}: not a training run directory (no train.json); "
-                         "create one with `edgeport train --out DIR`.")
-    return json.loads(p.read_text())
