@@ -6,6 +6,8 @@ edgeport-runtime). A device recomputes them with its own interpreter and CPU. To
   emulated cortex-a53/a72/a76), float outputs within 1e-5 (observed <= 5e-6: other SIMD summation orders).
 - tflite-runtime 2.14: int8 outputs within 4 output steps (its ARM kernels round requantization differently
   from x86 LiteRT; a few units were observed on larger models), float within 1e-5.
+- numpy (the pure-numpy TFLite backend): int8 bit-identical to LiteRT (it reproduces LiteRT's rounding op by op;
+  tested against LiteRT on every zoo model), float within 1e-5.
 
 Usage on a device: ``python -m edgeport_runtime.smoke BUNDLE [--json]`` (exit 0 all passed, 1 otherwise).
 """
@@ -24,7 +26,7 @@ from .errors import EdgeportError, ModelLoadError
 from .manifest import contained_path, load_npy, read_manifest
 from .model import load
 
-INT8_STEPS = {"litert": 0, "onnxruntime": 0, "tflite-runtime": 4}
+INT8_STEPS = {"litert": 0, "onnxruntime": 0, "tflite-runtime": 4, "numpy": 0}
 FLOAT_ATOL = 1e-5
 
 

@@ -165,3 +165,16 @@ def test_weights_without_data_raise_model_load_error(bundle, tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelLoadError, match=r"noweights\.tflite: op FULLY_CONNECTED is malformed"):
         numpy_backend.NumpySession(str(bad))
+
+
+def test_smoke_check_runs_with_only_the_numpy_backend(bundle, monkeypatch):
+    """A device with no compiled interpreter (32-bit Pi OS on Python 3.13) smoke-checks its bundle with numpy."""
+    from edgeport_runtime import backends
+    from edgeport_runtime.smoke import smoke
+
+    monkeypatch.setattr(backends, "installed_backends", lambda: ["numpy"])
+    res = smoke(str(bundle))
+    ran = [r for r in res["artifacts"] if "passed" in r]
+    assert {r["backend"] for r in ran} == {"numpy"} and len(ran) == 2  # the two .tflite artifacts
+    int8 = next(r for r in ran if r["artifact"] == "tflite-int8")
+    assert res["passed"] and int8["max_steps"] == 0
