@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import List
 
 from edgeport_runtime.errors import EdgeportError
 
-from ..train.datasets import default_cache_dir
+from ..paths import default_cache_dir
 from .profiles import Profile
 
 ROOT = Path(__file__).resolve().parents[1]
-# Transitive dependencies of the backends, pinned to what the runtime's own tests run with.
-CONSTRAINTS = ROOT / "requirements" / "runtime-test.txt"
+# Pins for what devices install (backends, numpy, Pillow and what they pull in): the versions the runtime's own
+# test environment runs with, kept in their own file so test tools never constrain a device.
+CONSTRAINTS = ROOT / "requirements" / "device-constraints.txt"
 
 
 class WheelhouseError(EdgeportError):
@@ -62,14 +65,43 @@ def wheelhouse(profile: Profile) -> Path:
     return dest
 
 
+def _runtime_sources() -> List[Path]:
+    src = ROOT / "runtime"
+    return [src / "pyproject.toml"] + sorted((src / "edgeport_runtime").rglob("*.py"))
+
+
 def runtime_wheel(dest: Path) -> Path:
-    """Build the edgeport-runtime wheel from runtime/ into ``dest`` and return its path."""
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-                          "--no-deps", "--no-build-isolation", "-w", str(dest), str(ROOT / "runtime")],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise WheelhouseError(f"building the edgeport-runtime wheel failed: {out.stderr.strip()[-300:]}")
-    wheels = sorted(dest.glob("edgeport_runtime-*.whl"))
+    """The edgeport-runtime wheel for the current runtime/ sources, copied into ``dest``; return its path.
+
+    Built once per state of the sources (keyed by their sha256) into the cache, from a temporary copy of runtime/,
+    so building never writes build/ or *.egg-info into the source tree.
+    """
+    h = hashlib.sha256()
+    for f in _runtime_sources():
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    cache = default_cache_dir() / "runtime-wheels" / h.hexdigest()[:16]
+    wheels = sorted(cache.glob("edgeport_runtime-*.whl"))
     if not wheels:
-        raise WheelhouseError("building the edgeport-runtime wheel produced no wheel.")
-    return wheels[-1]
+        with tempfile.TemporaryDirectory() as d:
+            src = Path(d) / "runtime"
+            shutil.copytree(ROOT / "runtime", src, ignore=shutil.ignore_patterns(
+                "build", "*.egg-info", "__pycache__", "tests", "dist"))
+            out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                                  "--no-deps", "--no-build-isolation", "-w", str(Path(d) / "wheel"), str(src)],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                raise WheelhouseError(f"building the edgeport-runtime wheel failed: {out.stderr.strip()[-300:]}")
+            built = sorted((Path(d) / "wheel").glob("edgeport_runtime-*.whl"))
+            if not built:
+                raise WheelhouseError("building the edgeport-runtime wheel produced no wheel.")
+            tmp = cache.with_name(cache.name + f".partial-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            shutil.copy2(built[-1], tmp / built[-1].name)
+            try:
+                tmp.rename(cache)  # whole or not at all; a concurrent build that won the race is just as good
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+        wheels = sorted(cache.glob("edgeport_runtime-*.whl"))
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(wheels[-1], dest / wheels[-1].name))

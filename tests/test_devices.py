@@ -243,3 +243,29 @@ def test_install_builds_working_venv_at_its_final_path(x86_archive, tmp_path):
     assert run.returncode == 0, run.stderr
     again = _install(top, tmp_path / "venv")
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_runtime_wheel_built_once_outside_the_source_tree(tmp_path, monkeypatch):
+    """The wheel is built from a copy of runtime/ into the cache: the source tree gets no build/ or egg-info."""
+    import shutil
+    import zipfile
+    from pathlib import Path
+
+    from edgeport.devices import wheelhouse
+
+    root = tmp_path / "src"
+    shutil.copytree(Path(wheelhouse.ROOT) / "runtime", root / "runtime",
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
+    monkeypatch.setattr(wheelhouse, "ROOT", root)
+    monkeypatch.setenv("EDGEPORT_CACHE", str(tmp_path / "cache"))
+    first = wheelhouse.runtime_wheel(tmp_path / "a")
+    assert first.parent == tmp_path / "a" and "edgeport_runtime/model.py" in zipfile.ZipFile(first).namelist()
+    assert sorted(p.name for p in (root / "runtime").iterdir()) == ["edgeport_runtime", "pyproject.toml"]
+    cached = list((tmp_path / "cache" / "runtime-wheels").glob("*/*.whl"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    wheelhouse.runtime_wheel(tmp_path / "b")  # same sources: no rebuild
+    assert cached[0].stat().st_mtime_ns == mtime and (tmp_path / "b" / first.name).is_file()
+    (root / "runtime" / "edgeport_runtime" / "extra_module.py").write_text("X = 1\n")  # sources changed: rebuilt
+    wheelhouse.runtime_wheel(tmp_path / "c")
+    assert len(list((tmp_path / "cache" / "runtime-wheels").glob("*/*.whl"))) == 2

@@ -346,13 +346,6 @@ def _cache_key(path: Path, params: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def default_cache_dir() -> Path:
-    """$EDGEPORT_CACHE, else $XDG_CACHE_HOME/edgeport, else ~/.cache/edgeport."""
-    if os.environ.get("EDGEPORT_CACHE"):
-        return Path(os.environ["EDGEPORT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeport"
-
-
 def _cached(path: Path, params: dict, cache_dir: Optional[Path], load: Callable[[], Dataset]) -> Dataset:
     """Load via ``load`` once; later calls with unchanged files read the decoded arrays from the cache."""
     if cache_dir is None:

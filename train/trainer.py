@@ -21,7 +21,8 @@ from edgeport_runtime.manifest import atomic_write_text
 
 from .. import tfenv
 from ..fsutil import check_out_dir, staged_dir
-from .datasets import Dataset, default_cache_dir, load_dataset, skipped_summary
+from ..paths import default_cache_dir
+from .datasets import Dataset, load_dataset, skipped_summary
 from .preprocess import describe, standardize_splits
 from .zoo import MODELS, build_model, count_macs
 
