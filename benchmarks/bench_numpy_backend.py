@@ -28,7 +28,7 @@ BUDGET_S = 2.0  # time per measurement; at least 5 calls
 
 
 def convert_all(out: Path):
-    from edgeport import tfenv
+    from edgeport.core import tfenv
 
     tfenv.import_tf()
     import keras

@@ -1,8 +1,7 @@
-"""CLI for the convert stage: `edgeport convert` and `edgeport inspect`. Thin wrappers only."""
+"""CLI for the convert stage: `edgeport convert`. Thin wrappers only."""
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from .recipes import DEFAULT_RECIPES
@@ -35,7 +34,7 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
 
 def convert_main(args) -> int:
     """Run `edgeport convert` and print one line per artifact."""
-    from ..config import check_types, load_config
+    from ..core.config import check_types, load_config
     from .pipeline import ConvertConfig, convert
     from .recipes import parse_recipes
 
@@ -74,29 +73,4 @@ def convert_main(args) -> int:
         print(f"skipped (do not apply to this model, see the warnings above): {', '.join(man.skipped)}")
     print(f"wrote {args.out}/manifest.json in {time.perf_counter() - t0:.1f} s "
           f"(calibration: {man.calibration['count']} samples, {man.calibration['source']})")
-    return 0
-
-
-def inspect_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `edgeport inspect`."""
-    p.add_argument("file", help="a .tflite or .onnx file")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-
-def inspect_main(args) -> int:
-    """Print ops, tensor dtypes, parameter count and size of a .tflite or .onnx file."""
-    from .inspect import inspect_file
-
-    info = inspect_file(args.file)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"{info['path']}: {info['format']}, {info['bytes']:,} bytes ({info['gzip_bytes']:,} gzipped), "
-          f"{info['params']:,} parameters")
-    for kind in ("inputs", "outputs"):
-        for t in info[kind]:
-            q = f" scale={t['scale']:.6g} zero_point={t['zero_point']}" if t.get("scale") is not None else ""
-            print(f"  {kind[:-1]:<6} {t['name']} {t['shape']} {t['dtype']}{q}")
-    print("  ops: " + ", ".join(f"{op} x{n}" for op, n in info["ops"].items()))
-    print("  weight dtypes: " + ", ".join(f"{d} x{n}" for d, n in info["weight_dtypes"].items()))
     return 0

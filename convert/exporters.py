@@ -14,7 +14,7 @@ import numpy as np
 from edgeport_runtime.errors import EdgeportError
 from edgeport_runtime.manifest import atomic_write_bytes
 
-from .. import tfenv
+from ..core import tfenv
 from .recipes import Recipe, RecipeSpec, still_working
 
 

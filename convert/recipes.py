@@ -34,7 +34,7 @@ class Gate:
     ``max_abs_diff``: max absolute output difference (None: not gated, e.g. int8 where units of the output
     scale are the meaningful measure); ``max_mse_ratio``: autoencoders, artifact MSE / Keras MSE;
     ``confidence``: one-sided confidence level of the bounds the drop/agreement gates are decided with
-    (see :mod:`edgeport.convert.gate_stats`).
+    (see :mod:`edgeport.check.gate_stats`).
     """
 
     max_drop_pp: float

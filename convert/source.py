@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeport_runtime.errors import ModelLoadError, UsageError
 
-from .. import tfenv
+from ..core import tfenv
 
 # Layer classes a legacy .h5 may hold without being treated as code (everything tf.keras ships as plain layers).
 _CODE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}

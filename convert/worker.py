@@ -59,7 +59,7 @@ def quiet_ort_axis_warning() -> None:
 
 
 def _setup(spec: Dict[str, Any]):
-    from .. import tfenv
+    from ..core import tfenv
 
     quiet_ort_axis_warning()
 

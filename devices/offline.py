@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 from edgeport_runtime.errors import IntegrityError, UsageError
 from edgeport_runtime.manifest import MANIFEST_NAME, contained_path, read_manifest, write_manifest
 
-from ..fsutil import check_replaceable_file
+from ..core.fsutil import check_replaceable_file
 from .profiles import OS_PACKAGES, PROFILE_DIR, Profile
 from .wheelhouse import runtime_wheel, wheelhouse
 

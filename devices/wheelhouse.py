@@ -12,7 +12,7 @@ from typing import List
 
 from edgeport_runtime.errors import EdgeportError
 
-from ..paths import default_cache_dir
+from ..core.paths import default_cache_dir
 from .profiles import Profile
 
 ROOT = Path(__file__).resolve().parents[1]

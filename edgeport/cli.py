@@ -15,7 +15,8 @@ from typing import List, Optional
 
 from edgeport_runtime.errors import EdgeportError
 
-from . import __version__, tfenv
+from . import __version__
+from .core import tfenv
 
 # name -> (module, one-line help). Only commands that work are registered.
 COMMANDS = {
@@ -23,10 +24,10 @@ COMMANDS = {
     "models": ("edgeport.train.cli", "list the model zoo: input shape, parameters, MACs"),
     "datasets": ("edgeport.train.cli", "list the built-in datasets"),
     "convert": ("edgeport.convert.cli", "quantize/prune/export a Keras model to a TFLite/ONNX bundle"),
-    "inspect": ("edgeport.convert.cli", "show ops, dtypes, parameters and size of a .tflite or .onnx file"),
-    "parity": ("edgeport.convert.quality_cli", "check every artifact against the Keras model (exit 1 on failure)"),
-    "bench": ("edgeport.convert.quality_cli", "measure size, cold start, latency, throughput, RSS per artifact"),
-    "report": ("edgeport.convert.quality_cli", "write report.md/json/png: one row per artifact"),
+    "inspect": ("edgeport.check.quality_cli", "show ops, dtypes, parameters and size of a .tflite or .onnx file"),
+    "parity": ("edgeport.check.quality_cli", "check every artifact against the Keras model (exit 1 on failure)"),
+    "bench": ("edgeport.check.quality_cli", "measure size, cold start, latency, throughput, RSS per artifact"),
+    "report": ("edgeport.check.quality_cli", "write report.md/json/png: one row per artifact"),
     "devices": ("edgeport.devices.cli", "list device profiles and what each can run"),
     "bundle": ("edgeport.devices.cli", "write an offline device archive: models, manifest, runtime, wheels"),
     "deploy": ("edgeport.devices.cli", "install a bundle on a device over SSH, check it, switch atomically"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeport import tfenv
+from edgeport.core import tfenv
 
 tfenv.import_tf()
 import keras  # noqa: E402

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from edgeport.train.datasets import load_dataset
+from edgeport.data.datasets import load_dataset
 from edgeport_runtime.errors import InputError
 
 
@@ -214,7 +214,7 @@ def test_convert_with_csv_data_uses_the_runs_statistics(wine_run, tmp_path, cli)
 
 
 def test_constant_feature_is_centred_not_divided():
-    from edgeport.train.preprocess import apply_standardization, fit_standardization
+    from edgeport.data.preprocess import apply_standardization, fit_standardization
 
     x = np.array([[1.0, 5.0], [3.0, 5.0]], np.float32)
     stats = fit_standardization(x)

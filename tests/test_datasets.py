@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from conftest import make_npz
 
-from edgeport.train.datasets import DATASETS, load_dataset
+from edgeport.data.datasets import DATASETS, load_dataset
 from edgeport_runtime.errors import InputError, UsageError
 
 

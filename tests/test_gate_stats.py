@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from edgeport.convert import gate_stats as gs
-from edgeport.convert.parity import _compare
+from edgeport.check import gate_stats as gs
+from edgeport.check.parity import _compare
 from edgeport.convert.recipes import RECIPES, Recipe
 
 CONF = 0.95

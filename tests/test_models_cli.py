@@ -14,7 +14,7 @@ from edgeport.train.zoo import MODELS
 def test_static_table_matches_keras_built_model(name):
     # Oracle: Keras builds the model at the reference input; its own count_params() is independent of the table.
     # MACs come from count_macs, which tests/test_zoo.py checks against a hand computation.
-    from edgeport import tfenv
+    from edgeport.core import tfenv
 
     tfenv.import_tf()
     from edgeport.train.zoo import build_model, count_macs

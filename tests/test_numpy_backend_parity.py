@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from edgeport import tfenv
+from edgeport.core import tfenv
 
 tfenv.import_tf()
 import keras  # noqa: E402

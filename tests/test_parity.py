@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import edgeport_runtime as er
-from edgeport.convert.report import REPORT_KEYS
+from edgeport.check.report import REPORT_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_gate_override_from_config(tmp_path, full_bundle, cli):
 
 def test_pruned_advice_never_repeats_what_the_config_sets():
     """The README's TOML example sets sparsity 0.8, epochs 10, pqat = true: pqat must not be suggested again."""
-    from edgeport.convert.diagnose import NOTHING_APPLIES, _pruned_advice
+    from edgeport.check.diagnose import NOTHING_APPLIES, _pruned_advice
 
     fixes = _pruned_advice({"target_sparsity": 0.8, "pqat": True, "fine_tune": {"epochs": 10}})
     assert not any("pqat" in f for f in fixes)
@@ -93,7 +93,7 @@ def test_pruned_advice_never_repeats_what_the_config_sets():
 
 
 def test_qat_advice_never_suggests_the_qat_recipe():
-    from edgeport.convert.diagnose import NOTHING_APPLIES, _qat_advice
+    from edgeport.check.diagnose import NOTHING_APPLIES, _qat_advice
 
     fixes = _qat_advice({"fine_tune": {"epochs": 3, "lr": 1e-4}})
     assert fixes and not any("tflite-int8-qat recipe" in f for f in fixes)

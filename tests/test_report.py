@@ -41,14 +41,14 @@ def _fake_report(tmp_path, outcome_pruned="inconclusive"):
 
 
 def test_table_shows_delta_with_bounds_and_outcome(tmp_path):
-    from edgeport.convert.report import table
+    from edgeport.check.report import table
 
     t = table(_fake_report(tmp_path))
     assert "| -4.00 [-5.00, -3.50] |" in t and "| inconclusive |" in t and "| FAIL |" in t
 
 
 def test_report_figure_is_small_and_drawn(tmp_path):
-    from edgeport.convert.report_plot import plot_report
+    from edgeport.check.report_plot import plot_report
 
     plot_report(_fake_report(tmp_path), tmp_path / "r.png")
     import matplotlib.image as mpimg

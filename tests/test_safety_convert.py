@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeport.fsutil import MARKER, write_marker
+from edgeport.core.fsutil import MARKER, write_marker
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import make_npz
 
-from edgeport.fsutil import MARKER, check_replaceable_file, read_marker, write_marker
+from edgeport.core.fsutil import MARKER, check_replaceable_file, read_marker, write_marker
 from edgeport_runtime.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]

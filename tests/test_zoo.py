@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from edgeport import tfenv
+from edgeport.core import tfenv
 
 tfenv.import_tf()
 import keras  # noqa: E402

@@ -5,7 +5,7 @@ import argparse
 import json
 from dataclasses import fields
 
-from ..config import load_config
+from ..core.config import load_config
 
 
 def _csv_list(s: str):
@@ -56,7 +56,7 @@ def _config_from_args(args):
     """TrainConfig from --config (types checked key by key) overlaid with the command-line options."""
     from edgeport_runtime.errors import UsageError
 
-    from ..config import check_types
+    from ..core.config import check_types
     from .trainer import CONFIG_TYPES, TrainConfig, config_keys
 
     values = {}
@@ -125,7 +125,7 @@ def datasets_arguments(p: argparse.ArgumentParser) -> None:
 
 def datasets_main(args) -> int:
     """Print the built-in datasets (no TensorFlow needed)."""
-    from .datasets import DATASETS
+    from ..data.datasets import DATASETS
 
     rows = [{"name": d.name, "source": d.source, "description": d.description} for d in DATASETS.values()]
     if args.json:

@@ -12,18 +12,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text
 
-from .. import tfenv
-from ..fsutil import check_out_dir, staged_dir
-from ..paths import default_cache_dir
-from .datasets import Dataset, load_dataset, skipped_summary
-from .preprocess import describe, standardize_splits
+from ..core import tfenv
+from ..core.fsutil import check_out_dir, staged_dir
+from ..core.paths import default_cache_dir
+from ..data.datasets import Dataset, load_dataset, skipped_summary
+from ..data.preprocess import describe, standardize_splits
+from ..data.split import stratified_split
 from .zoo import MODELS, build_model, count_macs
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -61,7 +62,7 @@ class TrainConfig:
 
     def check(self) -> "TrainConfig":
         """Validate types and values; raise UsageError naming the option, the value and the valid range."""
-        from ..config import check_types
+        from ..core.config import check_types
 
         check_types({k: v for k, v in asdict(self).items() if v is not None}, CONFIG_TYPES, "train config")
         if self.model not in MODELS:
@@ -102,17 +103,6 @@ CONFIG_TYPES: Dict[str, Any] = {
 def config_keys() -> List[str]:
     """The keys a TOML config file may hold for `edgeport train`."""
     return [f.name for f in fields(TrainConfig)]
-
-
-def stratified_split(x, y, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split off ``fraction`` of the samples, stratified by class, fixed by ``seed``."""
-    from sklearn.model_selection import train_test_split
-
-    try:
-        return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
-    except ValueError as e:  # too few samples for a stratified split
-        raise InputError(f"cannot split {len(x)} samples into {fraction:.0%} held out, stratified by class "
-                         f"({e}). Give more samples per class or lower the split.") from None
 
 
 class _TrainGuard:
@@ -253,7 +243,7 @@ def _save_npz(path: Path, **arrays) -> None:
 
 def _inputs(cfg: TrainConfig) -> List[Path]:
     """Paths `train` reads: --out may not overlap them (a --force there would delete the data)."""
-    from .datasets import DATASETS
+    from ..data.datasets import DATASETS
 
     return [Path(cfg.dataset)] if cfg.dataset not in DATASETS and Path(cfg.dataset).exists() else []
 

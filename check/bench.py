@@ -46,7 +46,7 @@ def keras_reference(model_path: str, x: np.ndarray, runs: int = RUNS) -> Dict[st
     """Latency of the Keras model called directly (batch 1), and a cold start in a fresh process."""
     import tempfile
 
-    from ..tfenv import import_tf
+    from ..core.tfenv import import_tf
 
     import_tf()
     import keras

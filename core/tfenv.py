@@ -5,6 +5,7 @@ TensorFlow must be configured before its runtime starts, so every stage gets TF 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 from typing import Any, Dict, List, Optional
@@ -58,8 +59,8 @@ def import_tf():
         return sys.modules["tensorflow"]
     set_verbose(_VERBOSE)
     with silenced():
-        import tensorflow as tf  # noqa: F401
-        import keras  # noqa: F401
+        import tensorflow as tf
+        importlib.import_module("keras")  # load Keras while stderr is silenced too
 
         # The first op creation prints the oneDNN banner; trigger it while stderr is silenced.
         tf.constant(0)

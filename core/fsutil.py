@@ -48,7 +48,7 @@ def _pid_alive(pid: int, start: Optional[str]) -> bool:
 
 def write_marker(directory: os.PathLike, command: str) -> None:
     """Write the marker that lets a later ``--force`` recognise ``directory`` as edgeport's own output."""
-    from . import __version__
+    from edgeport import __version__
 
     pid = os.getpid()
     info = {"made_by": "edgeport", "command": command, "version": __version__, "pid": pid,

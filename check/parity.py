@@ -19,7 +19,7 @@ from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
 
 from . import gate_stats as gs
-from .recipes import RECIPES, Gate, Recipe
+from ..convert.recipes import RECIPES, Gate, Recipe
 
 WORST = 10  # disagreeing samples listed per artifact
 
@@ -134,7 +134,7 @@ _GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
 
 def _eval_data(manifest, data: Optional[str]):
     """The held-out split: --data, else the training run or the data source (and seed) `convert` recorded."""
-    from .pipeline import load_run_data, resolve_data
+    from ..data.run import load_run_data, resolve_data
 
     recorded = manifest.source.get("data") or {}
     run_dir = data or manifest.source.get("run_dir")
@@ -155,7 +155,7 @@ def _eval_data(manifest, data: Optional[str]):
 
 
 def _source_outputs(manifest, x: np.ndarray) -> np.ndarray:
-    from .source import load_source
+    from ..convert.source import load_source
 
     path = manifest.source.get("path")
     if not path or not Path(path).exists():

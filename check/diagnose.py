@@ -77,10 +77,10 @@ def _float_tflite(bdir: Path, manifest, work: Path) -> Path:
     fp32 = next((a for a in manifest.artifacts if a.recipe == "tflite-fp32"), None)
     if fp32 is not None:
         return bdir / fp32.path
-    from .exporters import export_tflite
-    from .recipes import RECIPES, Recipe
-    from .source import load_source
-    from .worker import Job
+    from ..convert.exporters import export_tflite
+    from ..convert.recipes import RECIPES, Recipe
+    from ..convert.source import load_source
+    from ..convert.worker import Job
 
     src = load_source(manifest.source["path"])
     out = work / "fp32.tflite"

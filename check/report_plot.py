@@ -56,7 +56,7 @@ def _bar_panel(ax, rows, ys, values, xlabel, fmt, inner=None) -> None:
 
 
 def plot_report(rep: Dict[str, Any], path: Path) -> None:
-    """Write the report figure for ``rep`` (the dict of :func:`edgeport.convert.report.build_report`)."""
+    """Write the report figure for ``rep`` (the dict of :func:`edgeport.check.report.build_report`)."""
     import matplotlib
 
     matplotlib.use("Agg")

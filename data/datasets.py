@@ -3,7 +3,7 @@
 Every loader returns a :class:`Dataset` of float32 samples and int64 labels, already validated. ``raw *
 input_scale + input_offset`` is what the model sees; the factors are recorded so a device can preprocess raw
 pixels or features the same way. Tabular features are further standardized by the trainer after splitting
-(train/preprocess.py), with statistics of the training split only.
+(data/preprocess.py), with statistics of the training split only.
 """
 from __future__ import annotations
 

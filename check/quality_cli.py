@@ -44,7 +44,7 @@ def _print_artifact(a) -> None:
 
 def parity_main(args) -> int:
     """Run the gate; exit 1 listing every failing artifact and metric."""
-    from ..config import load_config
+    from ..core.config import load_config
     from .parity import parity
 
     gates = {}
@@ -127,3 +127,28 @@ def report_main(args) -> int:
     print(table(rep))
     print(f"wrote {args.bundle}/report.md, report.json, report.png")
     return 0 if rep["passed"] else 1
+
+
+def inspect_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `edgeport inspect`."""
+    p.add_argument("file", help="a .tflite or .onnx file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def inspect_main(args) -> int:
+    """Print ops, tensor dtypes, parameter count and size of a .tflite or .onnx file."""
+    from .inspect import inspect_file
+
+    info = inspect_file(args.file)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['path']}: {info['format']}, {info['bytes']:,} bytes ({info['gzip_bytes']:,} gzipped), "
+          f"{info['params']:,} parameters")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            q = f" scale={t['scale']:.6g} zero_point={t['zero_point']}" if t.get("scale") is not None else ""
+            print(f"  {kind[:-1]:<6} {t['name']} {t['shape']} {t['dtype']}{q}")
+    print("  ops: " + ", ".join(f"{op} x{n}" for op, n in info["ops"].items()))
+    print("  weight dtypes: " + ", ".join(f"{d} x{n}" for d, n in info["weight_dtypes"].items()))
+    return 0
