@@ -36,7 +36,7 @@ def convert_main(args) -> int:
     """Run `edgeport convert` and print one line per artifact."""
     from ..core.config import check_types, load_config
     from .pipeline import ConvertConfig, convert
-    from .recipes import parse_recipes
+    from .recipes import plan_recipes
 
     conf = {}
     if args.config:
@@ -46,21 +46,18 @@ def convert_main(args) -> int:
     for key in ("recipes", "calibration", "data", "seed", "jobs"):
         if getattr(args, key) is not None:
             conf[key] = getattr(args, key)
-    recipes = conf.get("recipes", "all")
-    if isinstance(recipes, list):
-        recipes = ",".join(recipes)
+    plan = plan_recipes(conf.get("recipes", "all"), conf.get("options", {}))
     jobs = int(conf.get("jobs", 1))
     if jobs < 1:
         from edgeport_runtime.errors import UsageError
 
         raise UsageError(f"--jobs must be >= 1, got {jobs}.")
-    cfg = ConvertConfig(model=args.model, out=args.out, recipes=parse_recipes(recipes),
-                        explicit=str(recipes).strip() != "all",
+    cfg = ConvertConfig(model=args.model, out=args.out, plan=plan,
                         calibration=int(conf.get("calibration", 300)), data=conf.get("data"),
-                        seed=int(conf.get("seed", 0)), options=dict(conf.get("options", {})), jobs=jobs,
+                        seed=int(conf.get("seed", 0)), jobs=jobs,
                         unsafe=args.unsafe_load, force=args.force, verbose=args.verbose)
     t0 = time.perf_counter()
-    n = len(cfg.recipes)
+    n = len(plan.jobs)
     print(f"converting {args.model} -> {args.out} ({n} recipe{'' if n == 1 else 's'})", flush=True)
     man = convert(cfg)
     fp32 = next((a.bytes for a in man.artifacts if a.recipe == "tflite-fp32"), None)

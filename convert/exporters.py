@@ -1,5 +1,8 @@
 """One exporter per recipe family, all with the signature ``export(job, spec, opts, out_path) -> dict``.
 
+:data:`EXPORTERS` maps every :class:`~edgeport.convert.recipes.Recipe` to its exporter (a new recipe adds its row
+to the recipe table and its entry here).
+
 ``job`` is an :class:`edgeport.convert.worker.Job` (source model, calibration and fine-tuning data); the returned
 dict is extra metadata for the manifest (e.g. sparsity). These run inside a child process (see worker.py).
 """
@@ -7,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -274,3 +277,18 @@ def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path
                                   "onnx-fp32 still works.") from None
         atomic_write_bytes(out_path, tmp_out.read_bytes())
     return {"format": "QDQ", "per_channel": True}
+
+
+Exporter = Callable[[Any, RecipeSpec, Dict[str, Any], Path], Dict[str, Any]]
+
+#: The exporter of each recipe, keyed like the recipe table (the worker calls ``EXPORTERS[job.recipe]``).
+EXPORTERS: Dict[Recipe, Exporter] = {
+    Recipe.TFLITE_FP32: export_tflite,
+    Recipe.TFLITE_FP16: export_tflite,
+    Recipe.TFLITE_DYNAMIC: export_tflite,
+    Recipe.TFLITE_INT8: export_tflite,
+    Recipe.TFLITE_INT8_QAT: export_qat,
+    Recipe.TFLITE_INT8_PRUNED: export_pruned,
+    Recipe.ONNX_FP32: export_onnx_fp32,
+    Recipe.ONNX_INT8: export_onnx_int8,
+}

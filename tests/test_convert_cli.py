@@ -206,7 +206,7 @@ def test_implicit_all_skips_recipes_that_do_not_apply(tmp_path):
     import keras
 
     from edgeport.convert.pipeline import ConvertConfig, convert
-    from edgeport.convert.recipes import Recipe
+    from edgeport.convert.recipes import Recipe, RecipePlan
 
     inp = keras.Input((16, 3))
     x = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inp))
@@ -215,13 +215,13 @@ def test_implicit_all_skips_recipes_that_do_not_apply(tmp_path):
     np.savez(tmp_path / "d.npz", x_train=rng.random((60, 16, 3), dtype=np.float32), y_train=np.arange(60) % 2)
     said = []
     man = convert(ConvertConfig(model=str(tmp_path / "c1d.keras"), out=str(tmp_path / "b"), data=str(tmp_path / "d.npz"),
-                                recipes=[Recipe.TFLITE_INT8, Recipe.TFLITE_INT8_QAT], explicit=False), progress=said.append)
+                                plan=RecipePlan.of([Recipe.TFLITE_INT8, Recipe.TFLITE_INT8_QAT], explicit=False)), progress=said.append)
     assert [a.name for a in man.artifacts] == ["tflite-int8"]
     assert "Conv1D" in man.skipped["tflite-int8-qat"] and any("warning: skipped tflite-int8-qat" in s for s in said)
     # named explicitly, the same recipe fails the run and writes nothing
     with pytest.raises(EdgeportError, match=r"(?s)^1 recipe\(s\) failed, nothing was written\. tflite-int8-qat: .*"
                        r"tfmot cannot quantize.*Conv1D.*Converted fine: none") as exc:
         convert(ConvertConfig(model=str(tmp_path / "c1d.keras"), out=str(tmp_path / "c"), data=str(tmp_path / "d.npz"),
-                              recipes=[Recipe.TFLITE_INT8_QAT], explicit=True), progress=said.append)
+                              plan=RecipePlan.of([Recipe.TFLITE_INT8_QAT], explicit=True)), progress=said.append)
     assert exc.type is EdgeportError  # a failed recipe, not bad input (which would be a subclass)
     assert not (tmp_path / "c").exists()
