@@ -134,11 +134,11 @@ _GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
 
 def _eval_data(manifest, data: Optional[str]):
     """The held-out split: --data, else the training run or the data source (and seed) `convert` recorded."""
-    from ..data.run import load_run_data, resolve_data
+    from ..data.run import is_run_dir, load_run_data, resolve_data
 
     recorded = manifest.source.get("data") or {}
     run_dir = data or manifest.source.get("run_dir")
-    if run_dir and Path(run_dir).is_dir() and (Path(run_dir) / "train.json").is_file():
+    if run_dir and is_run_dir(Path(run_dir)):
         return load_run_data(Path(run_dir))
     model = Path(manifest.source.get("path", "model"))
     if data:

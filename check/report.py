@@ -17,6 +17,8 @@ from typing import Any, Dict, List
 from edgeport_runtime.errors import UsageError
 from edgeport_runtime.manifest import atomic_write_text, read_manifest
 
+from ..data.run import read_record
+
 REPORT_KEYS = ("name", "format", "recipe", "bytes", "gzip_bytes", "accuracy", "accuracy_delta_pp", "agreement",
                "max_abs_diff", "latency_ms_p50", "rss_mb", "gate")
 
@@ -34,10 +36,8 @@ def build_report(bundle: str) -> Dict[str, Any]:
     man = read_manifest(bdir)
     par = _load(bdir, "parity.json", f"edgeport parity {bundle}")
     ben = _load(bdir, "bench.json", f"edgeport bench {bundle}")
-    train = {}
     run_dir = man.source.get("run_dir")
-    if run_dir and (Path(run_dir) / "train.json").is_file():
-        train = json.loads((Path(run_dir) / "train.json").read_text())
+    train = read_record(Path(run_dir)) if run_dir else {}
     keras_lat = (ben.get("keras") or {}).get("latency_ms", {}).get("p50")
     metric = par["keras"]["metric"]
     keras = {metric: par["keras"]["value"], "metric": metric, "params": train.get("params"),
