@@ -16,7 +16,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from edgeport_runtime.manifest import atomic_write_text, read_manifest
+from edgeport_runtime.manifest import atomic_write_text, contained_path, read_manifest
 
 RUNS = 300
 
@@ -86,10 +86,10 @@ def bench(bundle: str, runs: int = RUNS, write: bool = True) -> Dict[str, Any]:
                      "latency_ms_p50_all_cores": allc["latency_ms"]["p50"],
                      "latency_ms_p90_all_cores": allc["latency_ms"]["p90"],
                      "throughput_batch32_per_s": allc["throughput_per_s"]})
-    x = np.load(bdir / man.check["inputs"])
+    x = np.load(contained_path(bdir, man.check.inputs, "manifest check.inputs"))
     keras = None
-    if Path(man.source.get("path", "")).suffix == ".keras":  # the reference row needs a Keras 3 model file
-        keras = keras_reference(man.source["path"], x, runs)
+    if Path(man.source.path or "").suffix == ".keras":  # the reference row needs a Keras 3 model file
+        keras = keras_reference(man.source.path, x, runs)
     result = {"bundle": str(bdir), "cores": cores, "runs": runs, "keras": keras, "artifacts": rows}
     if write:
         atomic_write_text(bdir / "bench.json", json.dumps(result, indent=2) + "\n")

@@ -82,7 +82,7 @@ def _float_tflite(bdir: Path, manifest, work: Path) -> Path:
     from ..convert.source import load_source
     from ..convert.worker import Job
 
-    src = load_source(manifest.source["path"])
+    src = load_source(manifest.source.path)
     out = work / "fp32.tflite"
     export_tflite(Job(src, np.zeros((1, *src.input_shape), np.float32), None, None, None, None, manifest.task, 0),
                   RECIPES[Recipe.TFLITE_FP32], {}, out)
@@ -124,7 +124,7 @@ def diagnose_int8(bdir: Path, manifest, art, data, x_test: np.ndarray) -> Dict[s
                                "rmse_over_scale": rmse / s, "relative_error": rmse / (float(vf.std()) + 1e-12)})
     layers.sort(key=lambda r: -r["relative_error"])
     fixes = []
-    calib = int((manifest.calibration or {}).get("count", 0))
+    calib = int(manifest.calibration.count or 0)
     if clipped > 0.005:
         fixes.append(f"{clipped:.1%} of the test inputs fall outside the calibrated input range: calibrate on data "
                      "like the test/deployment data (--data)"

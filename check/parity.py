@@ -17,6 +17,7 @@ import edgeport_runtime as er
 from edgeport_runtime import backends as rt_backends
 from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
+from edgeport_runtime.sections import DataRecord
 
 from . import gate_stats as gs
 from ..convert.recipes import RECIPES, Gate, Recipe
@@ -136,20 +137,21 @@ def _eval_data(manifest, data: Optional[str]):
     """The held-out split: --data, else the training run or the data source (and seed) `convert` recorded."""
     from ..data.run import is_run_dir, load_run_data, resolve_data
 
-    recorded = manifest.source.get("data") or {}
-    run_dir = data or manifest.source.get("run_dir")
+    recorded = manifest.source.data or DataRecord()
+    seed = int(recorded.seed or 0)
+    run_dir = data or manifest.source.run_dir
     if run_dir and is_run_dir(Path(run_dir)):
         return load_run_data(Path(run_dir))
-    model = Path(manifest.source.get("path", "model"))
+    model = Path(manifest.source.path or "model")
     if data:
-        return resolve_data(model, data, int(recorded.get("seed", 0)))
-    if recorded.get("data"):
-        arg = recorded["data"]
+        return resolve_data(model, data, seed)
+    if recorded.data:
+        arg = recorded.data
         if Path(arg).is_absolute() and not Path(arg).exists():
             raise InputError(f"the bundle was converted with --data {arg}, which is gone; pass --data with the same "
                              "data to re-create its held-out split.")
         # same argument and seed as `convert`: the same stratified held-out split
-        return resolve_data(model, arg, int(recorded.get("seed", 0)))
+        return resolve_data(model, arg, seed)
     raise UsageError("the bundle does not name its training run or data; pass --data RUN_DIR or the dataset it "
                      "was converted with.")
 
@@ -157,7 +159,7 @@ def _eval_data(manifest, data: Optional[str]):
 def _source_outputs(manifest, x: np.ndarray) -> np.ndarray:
     from ..convert.source import load_source
 
-    path = manifest.source.get("path")
+    path = manifest.source.path
     if not path or not Path(path).exists():
         raise InputError(f"the bundle's source model {path!r} is gone; parity compares with the Keras original, "
                          "so keep it (or re-run `edgeport convert`).")

@@ -36,8 +36,7 @@ def build_report(bundle: str) -> Dict[str, Any]:
     man = read_manifest(bdir)
     par = _load(bdir, "parity.json", f"edgeport parity {bundle}")
     ben = _load(bdir, "bench.json", f"edgeport bench {bundle}")
-    run_dir = man.source.get("run_dir")
-    train = read_record(Path(run_dir)) if run_dir else {}
+    train = read_record(Path(man.source.run_dir)) if man.source.run_dir else {}
     keras_lat = (ben.get("keras") or {}).get("latency_ms", {}).get("p50")
     metric = par["keras"]["metric"]
     keras = {metric: par["keras"]["value"], "metric": metric, "params": train.get("params"),
@@ -79,8 +78,8 @@ def build_report(bundle: str) -> Dict[str, Any]:
             "backends": {p["backend"]: {"value": p["value"], "passed": p["passed"]} for p in pars},
         })
     return {"bundle": str(bdir), "task": man.task, "test_samples": par["samples"], "keras": keras,
-            "model": train.get("model") or Path(man.source.get("path", "model")).stem,
-            "dataset": train.get("dataset") or (man.source.get("data") or {}).get("data") or "unknown data",
+            "model": train.get("model") or Path(man.source.path or "model").stem,
+            "dataset": train.get("dataset") or (man.source.data.data if man.source.data else None) or "unknown data",
             "artifacts": rows, "passed": all(r["gate"] in ("pass", "inconclusive") for r in rows),
             "cores": ben.get("cores"),
             "devices": device_rows(bdir), "toolchain": man.toolchain}

@@ -69,5 +69,5 @@ def convert_main(args) -> int:
     if man.skipped:
         print(f"skipped (do not apply to this model, see the warnings above): {', '.join(man.skipped)}")
     print(f"wrote {args.out}/manifest.json in {time.perf_counter() - t0:.1f} s "
-          f"(calibration: {man.calibration['count']} samples, {man.calibration['source']})")
+          f"(calibration: {man.calibration.count} samples, {man.calibration.source})")
     return 0

@@ -23,6 +23,7 @@ import numpy as np
 from edgeport_runtime import load as rt_load
 from edgeport_runtime.errors import EdgeportError, InputError, ModelLoadError
 from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_manifest
+from edgeport_runtime.sections import Calibration, Check, DataRecord, Preprocessing, Source
 
 from ..core.fsutil import check_out_dir, remove_dead_temp_dirs, staged_dir, write_marker
 from ..data.datasets import skipped_summary
@@ -107,15 +108,14 @@ def _inputs(model: Path, data: Optional[str]) -> List[Path]:
     return paths
 
 
-def _data_record(cfg: ConvertConfig, data: Data) -> Dict[str, Any]:
+def _data_record(cfg: ConvertConfig, data: Data) -> DataRecord:
     """--data as given (a path made absolute, or a built-in name), the seed and how the held-out split was made."""
     if data.run_dir is not None:
-        return {"data": str(data.run_dir.resolve()), "seed": cfg.seed, "split": f"the training run's {TEST_FILE}"}
+        return DataRecord(str(data.run_dir.resolve()), cfg.seed, f"the training run's {TEST_FILE}")
     arg = cfg.data
     if arg is not None and Path(arg).exists():
         arg = str(Path(arg).resolve())
-    return {"data": arg, "seed": cfg.seed,
-            "split": "the dataset's own test split, else 20% held out, stratified by class, seeded"}
+    return DataRecord(arg, cfg.seed, "the dataset's own test split, else 20% held out, stratified by class, seeded")
 
 
 def _versions() -> Dict[str, str]:
@@ -257,16 +257,18 @@ def _write_bundle(cfg: ConvertConfig, tmp: Path, model: Path, data: Data, calib:
                  for job in done]
     default = next((a.name for a in artifacts if a.recipe == Recipe.TFLITE_INT8.value), artifacts[0].name)
     manifest = Manifest(
-        artifacts=artifacts, task=data.task, labels=data.labels, preprocessing=data.preprocessing,
+        artifacts=artifacts, task=data.task, labels=data.labels,
+        # the run's preprocessing, type-checked here as a device will read it
+        preprocessing=Preprocessing.from_dict(data.preprocessing, f"{data.source}: preprocessing"),
         # absolute paths: parity and bench find the Keras original from any working directory
-        source={"path": str(model.resolve()), "sha256": sha256_file(model) if model.is_file() else None,
-                "kind": info["kind"], "input_shape": info["input_shape"],
-                "run_dir": str(data.run_dir.resolve()) if data.run_dir else None,
-                # what parity needs to re-create the held-out split without the user repeating --data
-                "data": _data_record(cfg, data)},
-        calibration={"source": f"training split of {data.source}", "count": int(len(calib)),
-                     "seed": cfg.seed, "stratified": True},
-        toolchain=_versions(), check={"inputs": "check_inputs.npy", "keras_outputs": "check_keras.npy"},
+        source=Source(path=str(model.resolve()), sha256=sha256_file(model) if model.is_file() else None,
+                      kind=info["kind"], input_shape=info["input_shape"],
+                      run_dir=str(data.run_dir.resolve()) if data.run_dir else None,
+                      # what parity needs to re-create the held-out split without the user repeating --data
+                      data=_data_record(cfg, data)),
+        calibration=Calibration(source=f"training split of {data.source}", count=int(len(calib)), seed=cfg.seed,
+                                stratified=True),
+        toolchain=_versions(), check=Check(inputs="check_inputs.npy", keras_outputs="check_keras.npy"),
         default_artifact=default, skipped=skipped,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

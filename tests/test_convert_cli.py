@@ -17,9 +17,9 @@ def test_convert_writes_every_recipe_and_a_complete_manifest(full_bundle):
         assert a.gzip_bytes and len(a.sha256) == 64 and a.inputs[0].shape == [None, 8, 8, 1]
     int8 = man.artifact("tflite-int8")
     assert int8.inputs[0].dtype == "int8" and int8.inputs[0].scale > 0 and int8.quantization == "int8"
-    assert man.calibration["count"] == 300 and "training split" in man.calibration["source"]
-    assert man.labels == [str(i) for i in range(10)] and man.preprocessing["input_scale"] == 1 / 16
-    assert man.source["sha256"] and man.toolchain["tensorflow-cpu"] == "2.21.0"
+    assert man.calibration.count == 300 and "training split" in man.calibration.source
+    assert man.labels == [str(i) for i in range(10)] and man.preprocessing.input_scale == 1 / 16
+    assert man.source.sha256 and man.toolchain["tensorflow-cpu"] == "2.21.0"
     assert 0.70 <= man.artifact("tflite-int8-pruned").sparsity <= 0.80
     assert man.default_artifact == "tflite-int8"
     assert not [p for p in full_bundle.parent.iterdir() if p.name.endswith(".partial")]
@@ -91,7 +91,7 @@ def test_legacy_h5_with_old_keys_loads_through_keras3(tmp_path, cli):
                         tfk.layers.Conv2D(8, 3), tfk.layers.ReLU(), tfk.layers.Flatten(),
                         tfk.layers.Dense(10, activation="softmax")])
     man = _convert_legacy_h5(tmp_path, cli, m, "tflite-int8,onnx-fp32,tflite-int8-qat")
-    assert man.source["kind"] == "keras"
+    assert man.source.kind == "keras"
 
 
 def test_legacy_h5_keras3_refuses_falls_back_to_tf_keras(tmp_path, cli):
@@ -106,7 +106,7 @@ def test_legacy_h5_keras3_refuses_falls_back_to_tf_keras(tmp_path, cli):
     with pytest.raises(ValueError, match="Unknown layer: 'ThresholdedReLU'"):  # the premise: Keras 3 refuses it
         keras.saving.load_model(tmp_path / "probe.h5", compile=False)
     man = _convert_legacy_h5(tmp_path, cli, m)
-    assert man.source["kind"] == "tf_keras"
+    assert man.source.kind == "tf_keras"
 
 
 def test_savedmodel_without_keras_metadata_converts(tmp_path, cli):
