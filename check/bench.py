@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict
@@ -17,6 +18,8 @@ from typing import Any, Dict
 import numpy as np
 
 from edgeport_runtime.manifest import atomic_write_text, contained_path, read_manifest
+
+from ..core.tfenv import import_tf
 
 RUNS = 300
 
@@ -44,10 +47,6 @@ print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
 
 def keras_reference(model_path: str, x: np.ndarray, runs: int = RUNS) -> Dict[str, Any]:
     """Latency of the Keras model called directly (batch 1), and a cold start in a fresh process."""
-    import tempfile
-
-    from ..core.tfenv import import_tf
-
     import_tf()
     import keras
 

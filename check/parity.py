@@ -19,8 +19,11 @@ from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
 from edgeport_runtime.sections import DataRecord
 
-from . import gate_stats as gs
 from ..convert.recipes import RECIPES, Gate, Recipe
+from ..convert.source import load_source
+from ..data.run import is_run_dir, load_run_data, resolve_data
+from . import gate_stats as gs
+from .diagnose import diagnose_int8
 
 WORST = 10  # disagreeing samples listed per artifact
 
@@ -135,8 +138,6 @@ _GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
 
 def _eval_data(manifest, data: Optional[str]):
     """The held-out split: --data, else the training run or the data source (and seed) `convert` recorded."""
-    from ..data.run import is_run_dir, load_run_data, resolve_data
-
     recorded = manifest.source.data or DataRecord()
     seed = int(recorded.seed or 0)
     run_dir = data or manifest.source.run_dir
@@ -157,8 +158,6 @@ def _eval_data(manifest, data: Optional[str]):
 
 
 def _source_outputs(manifest, x: np.ndarray) -> np.ndarray:
-    from ..convert.source import load_source
-
     path = manifest.source.path
     if not path or not Path(path).exists():
         raise InputError(f"the bundle's source model {path!r} is gone; parity compares with the Keras original, "
@@ -298,8 +297,6 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     report = ParityReport(str(bdir), man.task, int(len(x)), kmetric, results,
                           {r.value: asdict(g) for r, g in gates.items()})
     if diagnose:
-        from .diagnose import diagnose_int8
-
         for p in results:
             if p.failures and RECIPES[Recipe(p.recipe)].quantization == "int8" and p.recipe.startswith("tflite"):
                 p.diagnosis = diagnose_int8(bdir, man, man.artifact(p.name), d, x)

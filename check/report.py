@@ -18,6 +18,7 @@ from edgeport_runtime.errors import UsageError
 from edgeport_runtime.manifest import atomic_write_text, read_manifest
 
 from ..data.run import read_record
+from .report_plot import plot_report
 
 REPORT_KEYS = ("name", "format", "recipe", "bytes", "gzip_bytes", "accuracy", "accuracy_delta_pp", "agreement",
                "max_abs_diff", "latency_ms_p50", "rss_mb", "gate")
@@ -167,8 +168,6 @@ def write_report(bundle: str) -> Dict[str, Any]:
                       f"{_fmt(d['rss_mb'], '.0f')} | {d['smoke']} |")
     md.append("")
     atomic_write_text(bdir / "report.md", "\n".join(md))
-    from .report_plot import plot_report
-
     tmp_png = bdir / ".report.png.tmp.png"
     plot_report(rep, tmp_png)
     tmp_png.replace(bdir / "report.png")

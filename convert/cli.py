@@ -4,7 +4,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from .recipes import DEFAULT_RECIPES
+from edgeport_runtime.errors import UsageError
+
+from ..core.config import check_types, load_config
+from .pipeline import ConvertConfig, convert
+from .recipes import DEFAULT_RECIPES, plan_recipes
 
 _CONVERT_KEYS = ("recipes", "calibration", "data", "seed", "jobs", "options")
 # The type each [convert] key takes in a TOML file (checked before anything runs).
@@ -34,10 +38,6 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
 
 def convert_main(args) -> int:
     """Run `edgeport convert` and print one line per artifact."""
-    from ..core.config import check_types, load_config
-    from .pipeline import ConvertConfig, convert
-    from .recipes import plan_recipes
-
     conf = {}
     if args.config:
         where = f"--config {args.config}"
@@ -49,8 +49,6 @@ def convert_main(args) -> int:
     plan = plan_recipes(conf.get("recipes", "all"), conf.get("options", {}))
     jobs = int(conf.get("jobs", 1))
     if jobs < 1:
-        from edgeport_runtime.errors import UsageError
-
         raise UsageError(f"--jobs must be >= 1, got {jobs}.")
     cfg = ConvertConfig(model=args.model, out=args.out, plan=plan,
                         calibration=int(conf.get("calibration", 300)), data=conf.get("data"),

@@ -8,7 +8,9 @@ dict is extra metadata for the manifest (e.g. sparsity). These run inside a chil
 """
 from __future__ import annotations
 
+import logging
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -18,6 +20,7 @@ from edgeport_runtime.errors import EdgeportError
 from edgeport_runtime.manifest import atomic_write_bytes
 
 from ..core import tfenv
+from .bridge import bridge_model, import_tfmot
 from .recipes import Recipe, RecipeSpec, still_working
 
 
@@ -101,8 +104,6 @@ def export_tflite(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
     from_keras_model gives, which prints a SavedModel banner per call; a concrete function over a Keras 3 model
     keeps resource variables and int8 calibration then fails with READ_VARIABLE); SavedModels convert directly; tf_keras models through a concrete function.
     """
-    import tempfile
-
     src = job.source
     with tempfile.TemporaryDirectory() as d:
         if src.kind == "keras":
@@ -146,8 +147,6 @@ def _fine_tune(job, model, opts, callbacks=()):
 
 def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
     """tflite-int8-qat: bridge to tf_keras, tfmot quantize_model, fine-tune, convert to full int8."""
-    from .bridge import bridge_model, import_tfmot
-
     tfmot = import_tfmot()
     base = bridge_model(job.source)
     try:
@@ -186,8 +185,6 @@ def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
     EXPERIMENTAL_SPARSITY is deliberately not used (its DENSIFY ops fail under LiteRT's default XNNPACK delegate, and tf2onnx cannot convert them): the .tflite keeps
     its size and the saving shows in gzip size.
     """
-    from .bridge import bridge_model, import_tfmot
-
     tfmot = import_tfmot()
     s = float(opts["sparsity"])
     if not 0.0 < s < 1.0:
@@ -218,8 +215,6 @@ def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
 
 
 def _onnx_fp32_bytes(job) -> bytes:
-    import logging
-
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
@@ -249,8 +244,6 @@ def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path
     QDQ rather than QOperator (~5x faster on x86) and onnxruntime's own quantizer rather than tf2onnx's
     from_tflite (~6x faster at run time), both measured with onnxruntime 1.31 on x86_64.
     """
-    import tempfile
-
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -26,21 +26,21 @@ from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_man
 from edgeport_runtime.sections import Calibration, Check, DataRecord, Preprocessing, Source
 
 from ..core.fsutil import check_out_dir, remove_dead_temp_dirs, staged_dir, write_marker
+from ..core.tfenv import package_versions
 from ..data.datasets import skipped_summary
 from ..data.run import RUN_FILES, TEST_FILE, Data, calibration_samples, is_run_dir, resolve_data
 from .progress import ConvertProgress
 from . import worker
+from .bridge import BridgeError
+from .exporters import ConversionError
 from .recipes import Recipe, RecipePlan, plan_recipes
 
 WORK_PREFIX = "edgeport-convert-"  # temp work dirs (hold a copy of the training data; always removed)
 CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
 
 
-def _not_applicable():
-    from .bridge import BridgeError
-    from .exporters import ConversionError
-
-    return (BridgeError, ConversionError)
+# failures that mean "this recipe does not apply to this model" (skipped under an implicit "all")
+_NOT_APPLICABLE = (BridgeError, ConversionError)
 
 
 @dataclass
@@ -116,12 +116,6 @@ def _data_record(cfg: ConvertConfig, data: Data) -> DataRecord:
     if arg is not None and Path(arg).exists():
         arg = str(Path(arg).resolve())
     return DataRecord(arg, cfg.seed, "the dataset's own test split, else 20% held out, stratified by class, seeded")
-
-
-def _versions() -> Dict[str, str]:
-    from ..core.tfenv import package_versions
-
-    return package_versions()
 
 
 def convert(cfg: ConvertConfig, progress=print) -> Manifest:
@@ -214,7 +208,7 @@ def _run_jobs(cfg: ConvertConfig, setup: worker.ChildSetup, work: Path, tmp: Pat
                     if msg.startswith(f"{r.value}: "):  # exporters name their recipe; the list does too
                         msg = msg[len(r.value) + 2:]
                     failures[r] = (msg, e)
-                    if not cfg.plan.explicit and isinstance(e, _not_applicable()):
+                    if not cfg.plan.explicit and isinstance(e, _NOT_APPLICABLE):
                         shown.skipped(r.value)
                     else:
                         shown.failed(r.value, msg)
@@ -235,7 +229,7 @@ def _settle_failures(cfg: ConvertConfig, results, failures, progress) -> Dict[st
     skipped = {}
     if failures and not cfg.plan.explicit and results:
         for r in list(failures):
-            if isinstance(failures[r][1], _not_applicable()):
+            if isinstance(failures[r][1], _NOT_APPLICABLE):
                 skipped[r.value] = failures.pop(r)[0]
                 progress(f"warning: skipped {r.value}: {skipped[r.value]}")
     if failures:
@@ -268,7 +262,7 @@ def _write_bundle(cfg: ConvertConfig, tmp: Path, model: Path, data: Data, calib:
                       data=_data_record(cfg, data)),
         calibration=Calibration(source=f"training split of {data.source}", count=int(len(calib)), seed=cfg.seed,
                                 stratified=True),
-        toolchain=_versions(), check=Check(inputs="check_inputs.npy", keras_outputs="check_keras.npy"),
+        toolchain=package_versions(), check=Check(inputs="check_inputs.npy", keras_outputs="check_keras.npy"),
         default_artifact=default, skipped=skipped,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

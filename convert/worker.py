@@ -17,8 +17,10 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..core import tfenv
 from .exporters import EXPORTERS
 from .recipes import RecipeJob
+from .source import load_source
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -71,15 +73,11 @@ def quiet_ort_axis_warning() -> None:
 
 
 def _setup(setup: ChildSetup):
-    from ..core import tfenv
-
     quiet_ort_axis_warning()
 
     tfenv.set_verbose(setup.verbose)
     tfenv.import_tf()
     tfenv.configure_cpu(threads=setup.threads)
-    from .source import load_source
-
     return load_source(setup.model, unsafe=setup.unsafe)
 
 

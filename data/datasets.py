@@ -8,6 +8,7 @@ pixels or features the same way. Tabular features are further standardized by th
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -369,8 +370,6 @@ def _cached(path: Path, params: dict, cache_dir: Optional[Path], load: Callable[
     ds = load()
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
-        import io
-
         buf = io.BytesIO()
         arrays = {"x": ds.x, "y": ds.y}
         if ds.x_test is not None:

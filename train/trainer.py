@@ -18,10 +18,11 @@ import numpy as np
 from edgeport_runtime.errors import InputError, UsageError, unknown_name
 
 from ..core import tfenv
+from ..core.config import check_types
 from ..core.fsutil import check_out_dir, staged_dir
 from ..core.paths import default_cache_dir
 from ..data import run
-from ..data.datasets import Dataset, load_dataset, skipped_summary
+from ..data.datasets import DATASETS, Dataset, load_dataset, skipped_summary
 from ..data.preprocess import describe, standardize_splits
 from ..data.split import stratified_split
 from .fit import TrainGuard, input_pipeline, make_optimizer, plot_history, time_pipeline
@@ -62,8 +63,6 @@ class TrainConfig:
 
     def check(self) -> "TrainConfig":
         """Validate types and values; raise UsageError naming the option, the value and the valid range."""
-        from ..core.config import check_types
-
         check_types({k: v for k, v in asdict(self).items() if v is not None}, CONFIG_TYPES, "train config")
         if self.model not in MODELS:
             raise unknown_name("model", self.model, MODELS)
@@ -118,8 +117,6 @@ def evaluate(model, task: str, x, y, class_names: List[str], batch_size: int = 2
 
 def _inputs(cfg: TrainConfig) -> List[Path]:
     """Paths `train` reads: --out may not overlap them (a --force there would delete the data)."""
-    from ..data.datasets import DATASETS
-
     return [Path(cfg.dataset)] if cfg.dataset not in DATASETS and Path(cfg.dataset).exists() else []
 
 
