@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import importlib
+import importlib.util
 import json
 import time
 from dataclasses import dataclass
@@ -57,6 +59,8 @@ class Service:
         self.task = model.manifest.task if model.manifest else "classification"
         self.pre = model.manifest.preprocessing if model.manifest else {}
         self.shapes = [list(s.shape) for s in model.inputs]
+        if importlib.util.find_spec("PIL") is not None:  # image uploads: import Pillow now, not on the first one
+            importlib.import_module("PIL.Image")
         self.batcher: Optional[MicroBatcher] = None
         if len(model.inputs) == 1 and len(model.outputs) == 1:
             self.batcher = MicroBatcher(model.predict, options.max_batch, self._on_batch)
