@@ -70,6 +70,15 @@ def test_predict_npy_body_matches_oracle(client, oracle):
     np.testing.assert_array_equal(np.asarray(r.json()["outputs"], np.float32), want)
 
 
+def test_predict_npy_in_npy_out(client, oracle):
+    x, want = oracle
+    r = client.post("/predict", content=_npy(x), headers={"Content-Type": "application/x-npy",
+                                                          "Accept": "application/x-npy"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-npy", r.text
+    np.testing.assert_array_equal(np.load(io.BytesIO(r.content), allow_pickle=False), want)
+    assert float(r.headers["x-time-ms"]) > 0 and int(r.headers["x-batch"]) >= len(x)
+
+
 def test_predict_raw_values_apply_the_bundle_preprocessing(client, oracle):
     x, want = oracle
     raw = (x[:2] * 16).reshape(2, -1)  # digits pixels 0..16, flat rows: what a CSV row holds
