@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -169,3 +170,26 @@ def test_concurrent_requests_share_interpreter_calls(bundle):
     assert batches == [5, 3]
     assert [d["batch"] for _, d in results] == [5] * 5 + [3] * 3
 
+
+
+def test_slow_model_calls_move_off_the_event_loop():
+    threads = []
+
+    def slow_predict(x):  # burns ~5 ms of CPU per call: more than the 2 ms a call may take on the event loop
+        threads.append(threading.current_thread().name)
+        end = time.thread_time() + 0.005
+        while time.thread_time() < end:
+            pass
+        return x * 2
+
+    batcher = MicroBatcher(slow_predict)
+
+    async def main():
+        for i in range(3):
+            y, _ = await batcher.submit(np.full((1, 2), i, np.float32))
+            np.testing.assert_array_equal(y, np.full((1, 2), 2 * i, np.float32))
+
+    asyncio.run(main())
+    batcher.close()
+    # the first call runs inline (nothing measured yet); once it is known to be slow, the worker thread takes over
+    assert threads[0] == "MainThread" and all(t.startswith("edgeport-infer") for t in threads[1:]), threads
