@@ -267,14 +267,15 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
             fmt = SUFFIX_FORMAT[res.bare_file.suffix.lower()]
             file_path, art = res.bare_file, None
         else:
-            def runnable(fmt):
-                names = [backend] if backend is not None else _backends.installed_backends()
-                return any(n in _backends.BACKENDS and _backends.BACKENDS[n].format == fmt for n in names)
+            def runnable(a: Artifact) -> bool:
+                if backend is None:
+                    return bool(_backends.runnable_backends(a.format, a.quantization))
+                return backend in _backends.BACKENDS and _backends.BACKENDS[backend].runs(a.format, a.quantization)
 
             art = pick_artifact(res.manifest, artifact, runnable)
             fmt = art.format
             file_path = verify_artifact(res.directory, art)  # hashes checked before any byte is interpreted
-        chosen = _backends.choose_backend(fmt, backend)
+        chosen = _backends.choose_backend(fmt, backend, None if art is None else art.quantization)
         session = _backends.open_session(chosen, str(file_path), threads)
         log.info("loaded %s with backend %s (%d threads)", file_path, chosen.name, threads)
         try:
