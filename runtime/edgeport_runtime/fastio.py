@@ -63,6 +63,19 @@ class _ByteMap:
         return self.table.take(x.view(np.uint8))
 
 
+def _pixel_table(pixel_map: Callable[[np.ndarray], np.ndarray], quant) -> Optional[_ByteMap]:
+    """The pixel -> quantized input table, or None when the preprocessing does not give finite numbers for every
+    byte (a malformed manifest: predict_pixels then takes the checked path, which says what is wrong)."""
+    try:
+        with np.errstate(all="ignore"):
+            floats = pixel_map(_byte_values(np.dtype(np.uint8)))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if floats.shape != (256,) or not np.all(np.isfinite(floats)):
+        return None
+    return _ByteMap(np.dtype(np.uint8), lambda v: quantize(floats, *quant))
+
+
 class FastPath:
     """Precomputed constants, lookup tables and buffers for one model's single input and output."""
 
@@ -93,7 +106,7 @@ class FastPath:
                 if dt != self.in_dtype:
                     self._bytes[dt] = _ByteMap(dt, lambda v: quantize(v.astype(np.float32), *q))
             if pixel_map is not None:
-                self.pixels = _ByteMap(np.dtype(np.uint8), lambda v: quantize(pixel_map(v), *q))
+                self.pixels = _pixel_table(pixel_map, q)
         self.q_out = out.quantized
         self.out_dtype = np.dtype(out.dtype)
         self._out = (out.scale, out.zero_point)

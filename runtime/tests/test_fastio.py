@@ -175,3 +175,22 @@ def test_pixel_table_is_one_integer_addition_when_scales_match():
     assert fp.pixels.offset == np.uint8(128)
     px = np.random.default_rng(6).integers(0, 256, (2, 96, 96, 3)).astype(np.uint8)
     np.testing.assert_array_equal(fp.prepare_pixels(px), _formula(scale_raw(px, pre), 1 / 255, -128))
+
+
+def test_predict_pixels_with_malformed_preprocessing(bundle):
+    """A manifest whose input_scale is not a number still loads; predict_pixels says what is wrong."""
+    import json
+
+    d = json.loads((bundle / "manifest.json").read_text())
+    d["preprocessing"]["input_scale"] = "sixteen"
+    (bundle / "manifest.json").write_text(json.dumps(d))
+    with er.load(bundle, artifact="tflite-int8", num_threads=1) as m:
+        assert m._fast.pixels is None
+        with pytest.raises(InputError, match="input_scale/input_offset are not numbers"):
+            m.predict_pixels(np.zeros((1, 8, 8, 1), np.uint8))
+    d["preprocessing"]["input_scale"] = float("nan")  # NaN pixels must not be tabled into silent garbage
+    (bundle / "manifest.json").write_text(json.dumps(d))
+    with er.load(bundle, artifact="tflite-int8", num_threads=1) as m:
+        assert m._fast.pixels is None
+        with pytest.raises(InputError, match="NaN/Inf"):
+            m.predict_pixels(np.zeros((1, 8, 8, 1), np.uint8))
