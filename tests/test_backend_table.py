@@ -12,7 +12,7 @@ from edgeport_runtime import backends
 from edgeport_runtime.backends import table
 from edgeport_runtime.errors import BackendUnavailableError, UsageError
 from edgeport_runtime.kinds import Format, Quantization
-from edgeport_runtime.smoke import smoke
+from edgeport_runtime.smoke import INT8_STEPS, smoke
 
 RUNTIME_FIXTURE = Path(__file__).resolve().parents[1] / "runtime" / "tests" / "fixtures" / "bundle"
 
@@ -89,3 +89,4 @@ def test_fake_row_smoke_uses_its_tolerance(fake_row, tmp_path):
     assert rows["tflite-int8"]["backend"] == "fakert" and rows["tflite-int8"]["tolerance_steps"] == 3
     assert rows["tflite-fp32"]["backend"] == "fakert" and rows["tflite-fp32"]["tolerance"] == 2e-5
     assert rows["onnx-fp32"]["backend"] == "onnxruntime" and res["passed"]
+    assert INT8_STEPS["fakert"] == 3  # the by-name view other code reads reflects the row too

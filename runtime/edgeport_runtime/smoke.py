@@ -14,14 +14,37 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
 from . import backends
+from .backends.table import DEFAULT_FLOAT_ATOL
 from .errors import EdgeportError, ModelLoadError
 from .manifest import contained_path, load_npy, read_manifest
 from .model import load
+
+
+class _Tolerances(Mapping):
+    """backend name -> one tolerance field of its backend-table row, read at lookup time."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def __getitem__(self, name: str):
+        return getattr(backends.BACKENDS[name], self._field)
+
+    def __iter__(self):
+        return iter(backends.BACKENDS)
+
+    def __len__(self) -> int:
+        return len(backends.BACKENDS)
+
+
+# Views of the backend table for code that reads tolerances by backend name (the numbers live in the table)
+INT8_STEPS: Mapping[str, float] = _Tolerances("int8_steps")
+FLOAT_ATOLS: Mapping[str, float] = _Tolerances("float_atol")
+FLOAT_ATOL = DEFAULT_FLOAT_ATOL  # every backend's float tolerance today
 
 
 def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Dict, FrozenSet, Mapping, Optional, Tuple
 
 from ..kinds import Format, Quantization
 
+# float outputs on another CPU: other SIMD summation orders (observed <= 5e-6 on emulated ARM)
+DEFAULT_FLOAT_ATOL = 1e-5
 ANY_MACHINE = "*"  # pure-Python wheels: every platform.machine()
 ALL_KINDS = frozenset(Quantization)
 
@@ -44,8 +46,7 @@ class Backend:
     platforms: Mapping[str, str]  # machine -> Python versions with wheels
     quantizations: FrozenSet[Quantization]  # the artifact kinds it runs
     int8_steps: float  # smoke tolerance: int8 outputs may differ from the build machine's by this many steps
-    # smoke tolerance for float outputs: other SIMD summation orders on ARM (observed <= 5e-6)
-    float_atol: float = 1e-5
+    float_atol: float = DEFAULT_FLOAT_ATOL  # smoke tolerance for float outputs
     companions: Tuple[str, ...] = ()  # wheels it needs besides numpy that pip must fetch with it
     limits: str = ""  # why it lacks a quantization kind (said when refusing one)
 
