@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeport_runtime import load
 from edgeport_runtime.errors import ModelLoadError
+from edgeport_runtime.kinds import Format
 
 
 def _tflite(path: Path) -> Dict[str, Any]:
@@ -48,7 +49,7 @@ def _onnx(path: Path) -> Dict[str, Any]:
             "inputs": [vars(s) for s in m.inputs], "outputs": [vars(s) for s in m.outputs]}
 
 
-_INSPECTORS = {".tflite": ("tflite", _tflite), ".onnx": ("onnx", _onnx)}
+_INSPECTORS = {Format.TFLITE: _tflite, Format.ONNX: _onnx}  # one per artifact format
 
 
 def inspect_file(path: str) -> Dict[str, Any]:
@@ -56,10 +57,11 @@ def inspect_file(path: str) -> Dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ModelLoadError(f"{p}: no such file.")
-    if p.suffix.lower() not in _INSPECTORS:
-        raise ModelLoadError(f"{p}: expected a .tflite or .onnx file, got {p.suffix!r}.")
-    fmt, fn = _INSPECTORS[p.suffix.lower()]
+    fmt = Format.from_suffix(p.suffix)
+    if fmt is None:
+        raise ModelLoadError(f"{p}: expected a {' or '.join(f.suffix for f in Format)} file, got {p.suffix!r}.")
+    fn = _INSPECTORS[fmt]
     data = p.read_bytes()
-    info = {"path": str(p), "format": fmt, "bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9, mtime=0))}
+    info = {"path": str(p), "format": fmt.value, "bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9, mtime=0))}
     info.update(fn(p))
     return info

@@ -16,6 +16,7 @@ import numpy as np
 import edgeport_runtime as er
 from edgeport_runtime import backends as rt_backends
 from edgeport_runtime.errors import InputError, UsageError, unknown_name
+from edgeport_runtime.kinds import Format, Quantization
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
 from edgeport_runtime.sections import DataRecord
 
@@ -255,9 +256,9 @@ def _compare(art, backend: str, y: np.ndarray, ref: np.ndarray, labels: np.ndarr
     return p
 
 
-def runnable_backends(fmt: str) -> List[str]:
-    """Installed backends that run ``fmt`` artifacts, in preference order."""
-    return [n for n in rt_backends.installed_backends() if rt_backends.BACKENDS[n].format == fmt]
+def runnable_backends(fmt: str, quantization: Optional[str] = None) -> List[str]:
+    """Installed backends that run ``fmt`` (and ``quantization``) artifacts, in preference order."""
+    return rt_backends.runnable_backends(fmt, quantization)
 
 
 def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dict[str, Dict]] = None,
@@ -283,7 +284,7 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     results = []
     for art in man.artifacts:
         gate = gates[Recipe(art.recipe)]
-        for backend in runnable_backends(art.format):
+        for backend in runnable_backends(art.format, art.quantization):
             with er.load(bdir, backend=backend, artifact=art.name) as m:
                 y = m.predict(x)
             results.append(_compare(art, backend, y, ref, labels, man.task, x, gate, man.labels))
@@ -298,7 +299,8 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
                           {r.value: asdict(g) for r, g in gates.items()})
     if diagnose:
         for p in results:
-            if p.failures and RECIPES[Recipe(p.recipe)].quantization == "int8" and p.recipe.startswith("tflite"):
+            spec = RECIPES[Recipe(p.recipe)]
+            if p.failures and spec.quantization is Quantization.INT8 and spec.format is Format.TFLITE:
                 p.diagnosis = diagnose_int8(bdir, man, man.artifact(p.name), d, x)
     if write:  # manifest first, parity.json last: make sees parity.json as newer than the manifest
         for art in man.artifacts:

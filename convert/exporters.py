@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict
 import numpy as np
 
 from edgeport_runtime.errors import EdgeportError
+from edgeport_runtime.kinds import Quantization
 from edgeport_runtime.manifest import atomic_write_bytes
 
 from ..core import tfenv
@@ -29,7 +30,7 @@ class ConversionError(EdgeportError):
 
 
 def _still_work() -> str:
-    return still_working(lambda s: s.quantization == "int8")
+    return still_working(lambda s: s.quantization is Quantization.INT8)
 
 
 def _representative(x: np.ndarray):
@@ -83,12 +84,12 @@ def _tflite_converter(fn_model, spec: RecipeSpec, calib: np.ndarray, saved_model
     else:
         cf, trackable = fn_model
         conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], trackable)
-    if spec.quantization == "float16":
+    if spec.quantization is Quantization.FLOAT16:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
-    elif spec.quantization == "dynamic-int8":
+    elif spec.quantization is Quantization.DYNAMIC_INT8:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif spec.quantization == "int8":
+    elif spec.quantization is Quantization.INT8:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = _representative(calib)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from edgeport_runtime.errors import UsageError, unknown_name
+from edgeport_runtime.kinds import Format, Quantization
 
 
 class Recipe(str, Enum):
@@ -53,8 +54,8 @@ class RecipeSpec:
     """One row of the recipe table."""
 
     recipe: Recipe
-    format: str  # tflite | onnx (the runtime backend is chosen from the format)
-    quantization: str  # float32 | float16 | dynamic-int8 | int8
+    format: Format  # the runtime backend is chosen from the format (and the quantization)
+    quantization: Quantization
     gate: Gate
     options: Mapping[str, Any] = field(default_factory=dict)  # accepted options -> defaults
     calibrated: bool = False  # uses the representative (calibration) samples
@@ -62,8 +63,12 @@ class RecipeSpec:
     # changes the weights (QAT, pruning, ...): a different model, so it is gated on its accuracy drop (overall and
     # worst class), and its agreement with the old weights is reported, not gated
     fine_tunes: bool = False
-    suffix: str = ".tflite"
     description: str = ""
+
+    @property
+    def suffix(self) -> str:
+        """The artifact's file suffix (from its format)."""
+        return self.format.suffix
 
 
 _FINE_TUNE = {"epochs": 3, "lr": 1e-4, "batch_size": 32}
@@ -71,43 +76,43 @@ _FINE_TUNE = {"epochs": 3, "lr": 1e-4, "batch_size": 32}
 RECIPES: Dict[Recipe, RecipeSpec] = {r.recipe: r for r in [
     # float32 export is the same arithmetic in a different kernel library: outputs agree to float rounding.
     # 1e-4 absolute covers softmax outputs after ~100 float32 MACs per output with different summation order.
-    RecipeSpec(Recipe.TFLITE_FP32, "tflite", "float32",
+    RecipeSpec(Recipe.TFLITE_FP32, Format.TFLITE, Quantization.FLOAT32,
                Gate(max_drop_pp=0.0, min_agreement=1.0, max_abs_diff=1e-4),
                description="float32 TFLite"),
     # float16 weights (compute in float32): ~3 significant digits per weight; a near-tie can flip, so
     # agreement >= 99% and 0.5 pp, and outputs within 1e-2 (float16 epsilon ~1e-3 times a few terms). 99% rather
     # than 99.5%: with no disagreement at all, 300 samples show >= 99% at 95% confidence, 99.5% would need 600.
-    RecipeSpec(Recipe.TFLITE_FP16, "tflite", "float16",
+    RecipeSpec(Recipe.TFLITE_FP16, Format.TFLITE, Quantization.FLOAT16,
                Gate(max_drop_pp=0.5, min_agreement=0.99, max_abs_diff=1e-2),
                description="float16 weights"),
     # dynamic range: int8 weights, float activations quantized on the fly per batch; int8-level error.
-    RecipeSpec(Recipe.TFLITE_DYNAMIC, "tflite", "dynamic-int8",
+    RecipeSpec(Recipe.TFLITE_DYNAMIC, Format.TFLITE, Quantization.DYNAMIC_INT8,
                Gate(max_drop_pp=1.0, min_agreement=0.97), description="int8 weights, float I/O"),
     # full int8: the issue's promise is <= 1.0 pp and >= 97% agreement on the held-out set.
-    RecipeSpec(Recipe.TFLITE_INT8, "tflite", "int8",
+    RecipeSpec(Recipe.TFLITE_INT8, Format.TFLITE, Quantization.INT8,
                Gate(max_drop_pp=1.0, min_agreement=0.97), options={"calibration": 300}, calibrated=True,
                description="full-integer PTQ, int8 in/out"),
     # QAT fine-tunes with the quantization in the loop: a new model, so it is held to the accuracy promise
     # (<= 1.0 pp drop) and may move borderline samples either way (min_agreement is reported only). Per class
     # 10 pp: a class is ~1/10 of the split (36 digits samples, 2.8 pp each), so this catches a class the
     # fine-tuning damaged, not the few borderline samples it moves by design.
-    RecipeSpec(Recipe.TFLITE_INT8_QAT, "tflite", "int8",
+    RecipeSpec(Recipe.TFLITE_INT8_QAT, Format.TFLITE, Quantization.INT8,
                Gate(max_drop_pp=1.0, min_agreement=0.97, max_class_drop_pp=10.0), options=dict(_FINE_TUNE),
                calibrated=True, bridge=True, fine_tunes=True,
                description="quantization-aware fine-tuning (tfmot), int8"),
     # 75% of weights removed, fine-tuned, then int8: 1.5 pp overall (pruning costs a little); per class as QAT.
-    RecipeSpec(Recipe.TFLITE_INT8_PRUNED, "tflite", "int8",
+    RecipeSpec(Recipe.TFLITE_INT8_PRUNED, Format.TFLITE, Quantization.INT8,
                Gate(max_drop_pp=1.5, min_agreement=0.95, max_class_drop_pp=10.0),
                options={"sparsity": 0.75, "pqat": False, **_FINE_TUNE, "epochs": 8, "lr": 5e-4},
                calibrated=True, bridge=True, fine_tunes=True,
                description="magnitude pruning + int8 (gzip size shrinks)"),
-    RecipeSpec(Recipe.ONNX_FP32, "onnx", "float32",
-               Gate(max_drop_pp=0.0, min_agreement=1.0, max_abs_diff=1e-4), suffix=".onnx",
+    RecipeSpec(Recipe.ONNX_FP32, Format.ONNX, Quantization.FLOAT32,
+               Gate(max_drop_pp=0.0, min_agreement=1.0, max_abs_diff=1e-4),
                description="float32 ONNX (tf2onnx)"),
     # onnxruntime QDQ int8 (per-channel weights): same promise as TFLite int8.
-    RecipeSpec(Recipe.ONNX_INT8, "onnx", "int8",
+    RecipeSpec(Recipe.ONNX_INT8, Format.ONNX, Quantization.INT8,
                Gate(max_drop_pp=1.0, min_agreement=0.97), options={"calibration": 300}, calibrated=True,
-               suffix=".onnx", description="onnxruntime QDQ int8, per-channel"),
+               description="onnxruntime QDQ int8, per-channel"),
 ]}
 
 DEFAULT_RECIPES = [r.value for r in RECIPES]

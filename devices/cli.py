@@ -26,7 +26,8 @@ def devices_main(args) -> int:
         return 0
     print(f"{'profile':<16} {'arch':<8} {'python':<6} {'cores':>5} {'RAM':>6} {'cpu':<12} {'backend':<15} runs")
     for p in profiles.values():
-        runs = ", ".join(p.formats) + (" (no dynamic-range)" if p.backends == ["tflite-runtime"] else "")
+        missing = p.cannot_run()
+        runs = ", ".join(p.formats) + (f" (no {', '.join(q.description for q in missing)})" if missing else "")
         print(f"{p.name:<16} {p.arch:<8} {p.python:<6} {p.cores:>5} {p.ram_mb:>5}M {p.cpu.split()[0]:<12} "
               f"{p.backend:<15} {runs}")
     return 0

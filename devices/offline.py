@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from edgeport_runtime.errors import IntegrityError, UsageError
+from edgeport_runtime.kinds import Quantization
 from edgeport_runtime.manifest import MANIFEST_NAME, contained_path, read_manifest, write_manifest
 
 from ..core.fsutil import check_replaceable_file
@@ -88,7 +89,7 @@ def _stage(bundle_dir: Path, profile: Profile, dest: Path, warn) -> OfflineBundl
         shutil.copy2(src, dst)
     man.artifacts = keep
     if man.default_artifact not in {a.name for a in keep}:
-        man.default_artifact = next((a.name for a in keep if a.quantization == "int8"), keep[0].name)
+        man.default_artifact = next((a.name for a in keep if a.quantization is Quantization.INT8), keep[0].name)
     write_manifest(bdest, man)
     wdir = dest / "wheels"
     wdir.mkdir()

@@ -1,7 +1,9 @@
 """Device profiles: one TOML file per target in devices/profiles/, loaded into :class:`Profile`.
 
 A profile says what the device is (architecture, pip platform tags, Python, cores, RAM, CPU model for
-emulation) and which wheels it gets (pinned). What a profile can run follows from its wheels, in one table.
+emulation) and which wheels it gets (pinned). What a profile can run follows from its wheels through the runtime's
+backend table (edgeport_runtime.backends.table): each row names the wheel that provides the backend, the platforms
+and Pythons it has wheels for, and the artifact formats and quantization kinds it runs.
 
 Profiles are validated against a typed schema when loaded (types, ranges, allowed values, patterns): their
 values end up in pip command lines, in the device's install script and in remote shell commands, so a profile
@@ -15,16 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from edgeport_runtime.backends import BACKENDS as BACKEND_TABLE, Backend
+from edgeport_runtime.backends.table import ANY_MACHINE
 from edgeport_runtime.errors import UsageError, close_match_hint, unknown_name
+from edgeport_runtime.kinds import Quantization
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
-# wheel -> (runtime backend, artifact format it runs, pip extra of edgeport-runtime)
-BACKEND_WHEELS: Dict[str, Tuple[str, str, str]] = {
-    "ai-edge-litert": ("litert", "tflite", "litert"),
-    "tflite-runtime": ("tflite-runtime", "tflite", "tflite"),
-    "onnxruntime": ("onnxruntime", "onnx", "onnx"),
-}
+
+def backend_wheels() -> Dict[str, Backend]:
+    """wheel name -> the runtime backend row it provides (read from the backend table at call time)."""
+    return {b.wheel: b for b in BACKEND_TABLE.values()}
+
+
 # wheel -> pip extra of edgeport-runtime it provides besides a backend (Pillow: image inputs for predict)
 EXTRA_WHEELS: Dict[str, str] = {"pillow": "image"}
 # Debian packages a profile may take from the OS instead of PyPI (no wheels for the platform) -> the Python
@@ -34,7 +39,6 @@ OS_PACKAGES: Dict[str, Tuple[str, str]] = {
     "python3-pil": ("PIL", "image"),
 }
 ARCHES = ("aarch64", "armv7l", "x86_64")
-BACKENDS = tuple(b for b, _, _ in BACKEND_WHEELS.values())
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 PYTHON_RE = re.compile(r"^3\.[0-9]{1,2}$")
@@ -67,19 +71,25 @@ class Profile:
     os_packages: List[str] = field(default_factory=list)
 
     @property
+    def backend_rows(self) -> List[Backend]:
+        """The backend table rows this profile's wheels provide, in wheel order."""
+        table = backend_wheels()
+        return [table[w] for w in self.wheels if w in table]
+
+    @property
     def backends(self) -> List[str]:
         """Runtime backends this profile's wheels provide."""
-        return [BACKEND_WHEELS[w][0] for w in self.wheels if w in BACKEND_WHEELS]
+        return [b.name for b in self.backend_rows]
 
     @property
     def formats(self) -> List[str]:
         """Artifact formats the profile can run."""
-        return sorted({BACKEND_WHEELS[w][1] for w in self.wheels if w in BACKEND_WHEELS})
+        return sorted({b.format.value for b in self.backend_rows})
 
     @property
     def extras(self) -> List[str]:
         """The pip extras of edgeport-runtime the device installs (backends, image support, the service)."""
-        ex = [BACKEND_WHEELS[w][2] for w in self.wheels if w in BACKEND_WHEELS]
+        ex = [b.extra for b in self.backend_rows]
         ex += [EXTRA_WHEELS[w] for w in self.wheels if w in EXTRA_WHEELS]
         ex += [OS_PACKAGES[p][1] for p in self.os_packages if OS_PACKAGES[p][1]]
         ex.append("serve")  # every device can run the model as a service (pure-Python wheels, any platform)
@@ -87,13 +97,19 @@ class Profile:
 
     def can_run(self, fmt: str, quantization: str) -> Tuple[bool, str]:
         """Whether an artifact of ``fmt``/``quantization`` runs here, and why not when it does not."""
-        if fmt not in self.formats:
-            return False, (f"{self.name} has no {fmt} interpreter ({self.arch}: "
-                           + ("no onnxruntime wheels for armv7)" if self.arch == "armv7l" else "not in its wheels)"))
-        if fmt == "tflite" and self.backends == ["tflite-runtime"] and quantization == "dynamic-int8":
-            return False, ("tflite-runtime 2.14 cannot load dynamic-range models made by TF 2.21 "
-                           "(FULLY_CONNECTED op version 12)")
+        rows = [b for b in self.backend_rows if b.format == fmt]
+        if not rows:
+            could = [b for b in BACKEND_TABLE.values() if b.format == fmt]
+            none_here = not any(b.python_range(self.arch) for b in could)
+            return False, (f"{self.name} has no {fmt} interpreter ({', '.join(b.wheel for b in could)} not in its "
+                           f"wheels{f'; none has {self.arch} wheels' if none_here else ''})")
+        if not any(b.runs(fmt, quantization) for b in rows):
+            return False, "; ".join(b.why_not(quantization) for b in rows)
         return True, ""
+
+    def cannot_run(self) -> List[Quantization]:
+        """Quantization kinds none of the profile's backends runs, for a format it does run."""
+        return [q for q in Quantization if not any(b.runs(b.format, q) for b in self.backend_rows)]
 
 
 def _text(rx: re.Pattern, what: str) -> Callable[[Any], Optional[str]]:
@@ -155,7 +171,7 @@ SCHEMA: Dict[str, Callable[[Any], Optional[str]]] = {
     "ram_mb": _int(64, 16 * 1024 * 1024),
     "cpu": _text(TEXT_RE, "one line of printable text, at most 200 characters"),
     "qemu_cpu": _text(QEMU_CPU_RE, "a qemu CPU model like \"cortex-a72\", or \"\" for none"),
-    "backend": _one_of(BACKENDS),
+    "backend": lambda v: _one_of(tuple(BACKEND_TABLE))(v),  # read at call time: the table may gain rows
     "system_numpy": _bool,
     "wheels": _wheels,
     "os_packages": _os_packages,
@@ -187,8 +203,15 @@ def validate_profile(data: Dict[str, Any], where: str) -> Profile:
         raise UsageError(f"{where}: pip_platforms {wrong} are not for arch {p.arch!r}; every tag must end in "
                          f"_{p.arch}.")
     if p.backend not in p.backends:
-        raise UsageError(f"{where}: backend {p.backend!r} needs its wheel in [wheels] (one of "
-                         f"{', '.join(w for w, b in BACKEND_WHEELS.items() if b[0] == p.backend)}).")
+        raise UsageError(f"{where}: backend {p.backend!r} needs its wheel {BACKEND_TABLE[p.backend].wheel!r} "
+                         "in [wheels].")
+    python = tuple(int(v) for v in p.python.split("."))
+    for b in p.backend_rows:
+        if not b.has_wheels(p.arch, python):
+            has = b.platforms.get(p.arch) or b.platforms.get(ANY_MACHINE) or "none"
+            raise UsageError(f"{where}: wheel {b.wheel} (backend {b.name}) has no wheels for {p.arch} with Python "
+                             f"{p.python} (Pythons with {p.arch} wheels: {has}); choose another backend wheel "
+                             "or Python.")
     if p.system_numpy != ("python3-numpy" in p.os_packages) and "os_packages" in data:
         raise UsageError(f"{where}: system_numpy = {str(p.system_numpy).lower()} but os_packages "
                          f"{'lacks' if p.system_numpy else 'has'} python3-numpy; make them agree.")

@@ -39,7 +39,7 @@ def _pip_download(profile: Profile, requirements: List[str], dest: Path, no_deps
         args += ["--platform", tag]
     if no_deps:
         args.append("--no-deps")
-    elif CONSTRAINTS.is_file():
+    if CONSTRAINTS.is_file():  # pins what is named without a version (companions) and what deps pull in
         args += ["--constraint", str(CONSTRAINTS)]
     out = subprocess.run(args + requirements, capture_output=True, text=True)
     if out.returncode != 0:
@@ -49,13 +49,23 @@ def _pip_download(profile: Profile, requirements: List[str], dest: Path, no_deps
                               f"{(err or out.stderr.splitlines()[-1:] or ['?'])[0]}")
 
 
+def wheel_requirements(profile: Profile) -> List[str]:
+    """What pip fetches for ``profile``: its pinned wheels, plus the companion wheels its backends need (from the
+    backend table, e.g. flatbuffers for the numpy backend) that it does not pin itself; those take the device
+    constraints' version. Companions are named because with the OS's numpy pip runs without dependencies."""
+    reqs = [f"{name}=={version}" for name, version in sorted(profile.wheels.items())]
+    for b in profile.backend_rows:
+        reqs += [c for c in b.companions if c not in profile.wheels and c not in reqs]
+    return reqs
+
+
 def wheelhouse(profile: Profile) -> Path:
     """A directory of wheels that installs the profile's backend (and numpy unless the OS provides it) and the
     service (`edgeport-run serve`).
 
     Cached under ~/.cache/edgeport/wheelhouses/<profile>-<hash of its wheels>; a second call downloads nothing.
     """
-    reqs = [f"{name}=={version}" for name, version in sorted(profile.wheels.items())]
+    reqs = wheel_requirements(profile)
     pins = CONSTRAINTS.read_text() if CONSTRAINTS.is_file() else ""
     key = hashlib.sha256(("|".join(reqs + SERVE_REQUIREMENTS + profile.pip_platforms + [profile.python, pins])
                           ).encode()).hexdigest()[:12]

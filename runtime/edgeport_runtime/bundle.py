@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import EdgeportError, ModelLoadError, UsageError
+from .kinds import Format
 from .manifest import MANIFEST_NAME, Artifact, Manifest, read_manifest
 from .schema import relative_path_error
 
-SUFFIX_FORMAT = {".tflite": "tflite", ".onnx": "onnx"}
+SUFFIX_FORMAT = {f.suffix: f for f in Format}  # a bare model file's format, by its suffix
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
@@ -232,18 +233,19 @@ def resolve(path: os.PathLike, max_extract_bytes: Optional[int] = None) -> Resol
 
 
 def pick_artifact(manifest: Manifest, name: Optional[str], runnable) -> Artifact:
-    """The artifact called ``name``, else the bundle's default, else the first one ``runnable(format)`` accepts."""
+    """The artifact called ``name``, else the bundle's default, else the first one ``runnable(artifact)`` accepts
+    (an installed backend runs its format and quantization)."""
     if name:
         return manifest.artifact(name)
     default = manifest.default_artifact
     if default:
         try:
             art = manifest.artifact(default)
-            if runnable(art.format):
+            if runnable(art):
                 return art
         except EdgeportError:  # a stale default falls through to the first runnable artifact
             pass
     for art in manifest.artifacts:
-        if runnable(art.format):
+        if runnable(art):
             return art
     return manifest.artifacts[0]  # nothing runnable: loading it raises the install hint

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import IntegrityError, ModelLoadError
+from .kinds import QUANT_DTYPES, Format, Quantization
 # contained_path lives in schema.py and is re-exported here: edgeport_runtime.manifest.contained_path is the one
 # path rule the toolkit and the devices code call for every path they read from a file
 from .schema import MAX_JSON_DEPTH, Fields, contained_path, json_depth_ok  # noqa: F401
@@ -50,7 +51,8 @@ from .sections import Calibration, Check, Preprocessing, Source
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-FORMATS = ("tflite", "onnx")
+FORMATS = tuple(f.value for f in Format)
+QUANTIZATIONS = tuple(q.value for q in Quantization)
 
 
 @dataclass
@@ -66,7 +68,7 @@ class TensorSpec:
     @property
     def quantized(self) -> bool:
         """True when the tensor holds integers that stand for real values (scale and zero point set)."""
-        return self.scale is not None and self.dtype in ("int8", "uint8", "int16")
+        return self.scale is not None and self.dtype in QUANT_DTYPES
 
 
 @dataclass
@@ -75,13 +77,13 @@ class Artifact:
 
     name: str
     path: str
-    format: str
+    format: Format
     recipe: str
     sha256: str
     bytes: int
     inputs: List[TensorSpec]
     outputs: List[TensorSpec]
-    quantization: str = "float32"
+    quantization: Quantization = Quantization.FLOAT32
     gzip_bytes: Optional[int] = None
     sparsity: Optional[float] = None
     check_outputs: Optional[str] = None
@@ -133,7 +135,6 @@ def sha256_file(path: os.PathLike) -> str:
     return h.hexdigest()
 
 
-QUANT_DTYPES = ("int8", "uint8", "int16")
 MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few KB; refuse to parse a multi-GB "manifest"
 
 
@@ -156,6 +157,10 @@ def _artifact(a: Any, i: int, where: str) -> Artifact:
     if fmt not in FORMATS:
         raise ModelLoadError(f"{where}: artifact {name!r} has unknown format {fmt!r}; "
                              f"expected one of {', '.join(FORMATS)}.")
+    quant = f.str("quantization", default=Quantization.FLOAT32.value)
+    if quant not in QUANTIZATIONS:
+        raise ModelLoadError(f"{where}: artifact {name!r} has unknown quantization {quant!r}; expected one of "
+                             f"{', '.join(QUANTIZATIONS)} (a newer edgeport wrote it? upgrade edgeport-runtime).")
     sha = f.str("sha256", required=True)
     specs = {}
     for kind in ("inputs", "outputs"):
@@ -163,9 +168,9 @@ def _artifact(a: Any, i: int, where: str) -> Artifact:
                        for j, s in enumerate(f.list(kind, required=True))]
     parity = f.dict("parity")
     return Artifact(
-        name=name, path=f.path("path", nullable=False, required=True), format=fmt,
+        name=name, path=f.path("path", nullable=False, required=True), format=Format(fmt),
         recipe=f.str("recipe", default=""), sha256=sha, bytes=f.int("bytes", required=True),
-        inputs=specs["inputs"], outputs=specs["outputs"], quantization=f.str("quantization", default="float32"),
+        inputs=specs["inputs"], outputs=specs["outputs"], quantization=Quantization(quant),
         gzip_bytes=f.int("gzip_bytes", nullable=True), sparsity=f.float("sparsity"),
         check_outputs=f.path("check_outputs"), parity=parity, extra=f.dict("extra") or {},
     )

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 import shutil
@@ -12,16 +11,21 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import backends as _backends
+from . import backends as _backends, fastio
 from .bundle import SUFFIX_FORMAT, pick_artifact, resolve
 from .errors import EdgeportError, InputError, ModelLoadError, ModelRunError, UsageError
+from .inputs import _scale as scale_raw
 from .manifest import Artifact, Manifest, TensorSpec, verify_artifact
-from .quant import RANGES, dequantize, quantize
+from .quant import dequantize, quantize
 
 log = logging.getLogger("edgeport_runtime")
 
 ArrayLike = Union[np.ndarray, Sequence]
 MAX_CHUNK = 256  # samples per interpreter call: bounds memory for huge batches without slowing small ones
+
+
+def _standardized(pre: Dict[str, Any]) -> bool:
+    return "feature_mean" in pre or "feature_std" in pre
 
 
 def default_threads() -> int:
@@ -57,23 +61,11 @@ class Model:
         # .tflite and absent for ONNX QDQ models whose I/O stays float, so prefer the interpreter's dtypes.
         self.inputs: List[TensorSpec] = session.inputs
         self.outputs: List[TensorSpec] = session.outputs
-        self._fast = self._fast_plan()
-
-    def _fast_plan(self):
-        """Precomputed constants for the common case (one float32 input, one output, batch <= MAX_CHUNK).
-
-        At batch 1 an int8 invoke takes a few microseconds, so every numpy call on the hot path counts.
-        """
-        if len(self.inputs) != 1 or len(self.outputs) != 1 or None in self.inputs[0].shape[1:]:
-            return None
-        i, o = self.inputs[0], self.outputs[0]
-        if not (i.quantized or i.dtype == "float32"):
-            return None
-        return {"tail": tuple(i.shape[1:]), "q_in": i.quantized, "in_dtype": np.dtype(i.dtype),
-                "inv": np.float32(1.0) / np.float32(i.scale) if i.quantized else None,
-                "zp_in": np.float32(i.zero_point or 0), "range": RANGES.get(i.dtype),
-                "q_out": o.quantized, "zp_out": np.int32(o.zero_point or 0),
-                "scale_out": np.float32(o.scale) if o.quantized else None}
+        pre = manifest.preprocessing if manifest is not None else {}
+        # None: every call takes the checked path. Raw pixels are scaled as the manifest says (as edgeport-run does
+        # for images) unless the model takes standardized features, which predict_pixels refuses
+        self._fast = fastio.plan(self.inputs, self.outputs, MAX_CHUNK,
+                                 None if _standardized(pre) else (lambda raw: scale_raw(raw, pre)))
 
     @property
     def info(self) -> Dict[str, Any]:
@@ -176,36 +168,68 @@ class Model:
         Raises:
             InputError: wrong rank, shape or dtype (the message shows expected vs got), NaN/Inf, empty batch.
         """
-        f = self._fast
-        if (f is not None and type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1:] == f["tail"]
-                and 0 < x.shape[0] <= MAX_CHUNK
-                and math.isfinite(np.add.reduce(x, axis=None))):  # NaN/Inf (or overflow) take the checked path
-            return self._predict_fast(x, f)
+        fast = self._fast
+        if fast is not None and fast.accepts(x):
+            y = self._predict_fast(x, fast)
+            if y is not None:
+                return y
         xs = self._check(x if isinstance(x, list) else [x], raw=False, allow_nonfinite=allow_nonfinite)
         raw = self._run(xs)
         out = [dequantize(r, s.scale, s.zero_point) if s.quantized else r.astype(np.float32, copy=False)
                for r, s in zip(raw, self.outputs)]
         return out[0] if len(out) == 1 else out
 
-    def _predict_fast(self, x: np.ndarray, f) -> np.ndarray:
-        """The same arithmetic as the general path (quant.quantize / dequantize) with fewer numpy calls."""
-        if f["q_in"]:
-            t = x * f["inv"]
-            np.rint(t, out=t)
-            t += f["zp_in"]
-            np.clip(t, f["range"][0], f["range"][1], out=t)
-            x = t.astype(f["in_dtype"])
-        with self._lock:
-            session = self._open_session()
-            try:
-                raw = session.run([x])[0]
-            except Exception as e:  # see _run
-                raise self._run_error(e) from None
-        if f["q_out"]:
-            out = np.subtract(raw, f["zp_out"], dtype=np.float32)
-            out *= f["scale_out"]
-            return out
-        return raw if raw.dtype == np.float32 else raw.astype(np.float32)
+    def _predict_fast(self, x: np.ndarray, fast: "fastio.FastPath") -> Optional[np.ndarray]:
+        """The checked path's arithmetic in fewer passes (see fastio); None: take the checked path."""
+        with self._lock:  # the fast path's buffers are shared: quantize under the lock too
+            q = fast.prepare(x)
+            if q is None:
+                return None
+            raw = self._invoke_locked(q)
+        return fast.finish(raw)
+
+    def _invoke_locked(self, q: np.ndarray) -> np.ndarray:
+        """One interpreter call with one input and output (call with the lock held)."""
+        session = self._open_session()
+        try:
+            return session.run([q])[0]
+        except EdgeportError:
+            raise
+        except Exception as e:  # see _run
+            raise self._run_error(e) from None
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw 8-bit pixels (uint8, batch first, shaped like the model input) -> float32 outputs.
+
+        The same as ``predict(pixels * input_scale + input_offset)`` with the manifest's preprocessing (what
+        ``edgeport-run predict --input image.png`` feeds the model), bit for bit. For a quantized model the scaling
+        and the quantization are one table lookup per value, computed at load, or a single integer addition when
+        they amount to an offset (e.g. input_scale 1/255 and an input scale of 1/255).
+
+        Raises:
+            InputError: not uint8, or the shape errors of :meth:`predict`.
+            UsageError: the bundle's model takes standardized features (feature_mean/feature_std), not pixels.
+        """
+        fast = self._fast
+        if fast is not None and fast.accepts_pixels(pixels):
+            with self._lock:
+                raw = self._invoke_locked(fast.prepare_pixels(pixels))
+            return fast.finish(raw)
+        x = np.asarray(pixels)
+        if x.dtype != np.uint8:
+            raise InputError(f"predict_pixels takes uint8 pixel values, got dtype {x.dtype}; use predict() for "
+                             "model-ready floats.")
+        pre = self.manifest.preprocessing if self.manifest is not None else {}
+        if _standardized(pre):
+            raise UsageError(f"{self.path}: this model takes standardized features (the manifest has feature_mean/"
+                             "feature_std), not pixels; use predict().")
+        try:
+            scaled = scale_raw(x, pre)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"{self.path}: the manifest's preprocessing input_scale/input_offset are not numbers "
+                             f"({pre.get('input_scale')!r}, {pre.get('input_offset')!r}); re-create the bundle."
+                             ) from None
+        return self.predict(scaled)
 
     def _open_session(self):
         """The session, or a clear error once the model is closed (call with the lock held)."""
@@ -267,14 +291,15 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
             fmt = SUFFIX_FORMAT[res.bare_file.suffix.lower()]
             file_path, art = res.bare_file, None
         else:
-            def runnable(fmt):
-                names = [backend] if backend is not None else _backends.installed_backends()
-                return any(n in _backends.BACKENDS and _backends.BACKENDS[n].format == fmt for n in names)
+            def runnable(a: Artifact) -> bool:
+                if backend is None:
+                    return bool(_backends.runnable_backends(a.format, a.quantization))
+                return backend in _backends.BACKENDS and _backends.BACKENDS[backend].runs(a.format, a.quantization)
 
             art = pick_artifact(res.manifest, artifact, runnable)
             fmt = art.format
             file_path = verify_artifact(res.directory, art)  # hashes checked before any byte is interpreted
-        chosen = _backends.choose_backend(fmt, backend)
+        chosen = _backends.choose_backend(fmt, backend, None if art is None else art.quantization)
         session = _backends.open_session(chosen, str(file_path), threads)
         log.info("loaded %s with backend %s (%d threads)", file_path, chosen.name, threads)
         try:

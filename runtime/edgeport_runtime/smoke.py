@@ -1,13 +1,10 @@
 """Smoke parity on a device: every runnable artifact on the bundle's check inputs vs the toolkit's outputs.
 
 The toolkit stored each artifact's outputs on a few held-out inputs (computed on the build machine with
-edgeport-runtime). A device recomputes them with its own interpreter and CPU. Tolerances, per backend:
-- ai-edge-litert and onnxruntime: int8 outputs bit-identical across x86 and ARM (integer kernels; observed on
-  emulated cortex-a53/a72/a76), float outputs within 1e-5 (observed <= 5e-6: other SIMD summation orders).
-- tflite-runtime 2.14: int8 outputs within 4 output steps (its ARM kernels round requantization differently
-  from x86 LiteRT; a few units were observed on larger models), float within 1e-5.
-- numpy (the pure-numpy TFLite backend): int8 bit-identical to LiteRT (it reproduces LiteRT's rounding op by op;
-  tested against LiteRT on every zoo model), float within 1e-5.
+edgeport-runtime). A device recomputes them with its own interpreter and CPU. The tolerances are per backend, in
+its row of the backend table (edgeport_runtime.backends.table): ``int8_steps`` (output quantization steps an int8
+artifact may differ by: 0 for litert, onnxruntime and numpy, 4 for tflite-runtime 2.14, whose ARM kernels round
+requantization differently from x86 LiteRT) and ``float_atol`` (1e-5 for float outputs).
 
 Usage on a device: ``python -m edgeport_runtime.smoke BUNDLE [--json]`` (exit 0 all passed, 1 otherwise).
 """
@@ -17,17 +14,37 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
 from . import backends
+from .backends.table import DEFAULT_FLOAT_ATOL
 from .errors import EdgeportError, ModelLoadError
 from .manifest import contained_path, load_npy, read_manifest
 from .model import load
 
-INT8_STEPS = {"litert": 0, "onnxruntime": 0, "tflite-runtime": 4, "numpy": 0}
-FLOAT_ATOL = 1e-5
+
+class _Tolerances(Mapping):
+    """backend name -> one tolerance field of its backend-table row, read at lookup time."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def __getitem__(self, name: str):
+        return getattr(backends.BACKENDS[name], self._field)
+
+    def __iter__(self):
+        return iter(backends.BACKENDS)
+
+    def __len__(self) -> int:
+        return len(backends.BACKENDS)
+
+
+# Views of the backend table for code that reads tolerances by backend name (the numbers live in the table)
+INT8_STEPS: Mapping[str, float] = _Tolerances("int8_steps")
+FLOAT_ATOLS: Mapping[str, float] = _Tolerances("float_atol")
+FLOAT_ATOL = DEFAULT_FLOAT_ATOL  # every backend's float tolerance today
 
 
 def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:
@@ -42,10 +59,9 @@ def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:
     if not man.check.inputs:
         raise ModelLoadError(f"{bundle}: the bundle has no check inputs; re-run `edgeport convert`.")
     x = load_npy(contained_path(bdir, man.check.inputs, "manifest check.inputs"), "the check inputs")
-    installed = backends.installed_backends()
     rows: List[Dict[str, Any]] = []
     for art in man.artifacts:
-        usable = [b for b in installed if backends.BACKENDS[b].format == art.format]
+        usable = backends.runnable_backends(art.format, art.quantization)
         if not usable or not art.check_outputs:
             rows.append({"artifact": art.name, "skipped": "no installed backend" if not usable else "no outputs"})
             continue
@@ -62,12 +78,13 @@ def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:
                                  f"the model gives {list(y.shape)}; the bundle is inconsistent.")
         diff = float(np.abs(y - want).max())
         row = {"artifact": art.name, "backend": usable[0], "max_abs_diff": diff}
+        tol = backends.BACKENDS[usable[0]]
         if out.quantized:
             steps = diff / out.scale
-            row.update(max_steps=round(steps, 3), tolerance_steps=INT8_STEPS[usable[0]],
-                       passed=steps <= INT8_STEPS[usable[0]] + 1e-6)
+            row.update(max_steps=round(steps, 3), tolerance_steps=tol.int8_steps,
+                       passed=steps <= tol.int8_steps + 1e-6)  # 1e-6: float rounding of diff / scale
         else:
-            row.update(tolerance=FLOAT_ATOL, passed=diff <= FLOAT_ATOL)
+            row.update(tolerance=tol.float_atol, passed=diff <= tol.float_atol)
         rows.append(row)
     ran = [r for r in rows if "passed" in r]
     return {"bundle": str(bdir), "artifacts": rows, "passed": bool(ran) and all(r["passed"] for r in ran)}

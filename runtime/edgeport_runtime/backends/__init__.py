@@ -1,4 +1,4 @@
-"""Interpreter backends: one table row per backend, found and chosen by lookup.
+"""Interpreter backends: found and chosen by lookup in the backend table (:mod:`.table`).
 
 A backend opens a model file and returns a session with ``inputs``/``outputs`` (TensorSpec lists) and
 ``run(arrays) -> arrays``. Sessions are not thread-safe; :class:`edgeport_runtime.model.Model` serialises calls.
@@ -9,37 +9,14 @@ import importlib
 import importlib.util
 import platform
 import sys
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
-from ..errors import BackendUnavailableError, EdgeportError, ModelLoadError, unknown_name
+from ..errors import BackendUnavailableError, EdgeportError, ModelLoadError, UsageError, unknown_name
+from ..kinds import Quantization
+from .table import BACKENDS, Backend
 
-
-@dataclass(frozen=True)
-class Backend:
-    """One row of the backend table."""
-
-    name: str
-    format: str  # the artifact format it runs: tflite | onnx
-    module: str  # the Python module that must be importable
-    implementation: str  # edgeport_runtime.backends.<implementation>
-    extra: str  # the edgeport-runtime pip extra that installs it
-    machines: Tuple[str, ...]  # platform.machine() values with wheels on PyPI
-
-
-# Preference order within a format is table order: LiteRT before tflite-runtime (faster, current, and it reads the
-# dynamic-range models TF 2.21 writes, whose FULLY_CONNECTED op version 12 tflite-runtime 2.14 cannot load).
-BACKENDS: Dict[str, Backend] = {
-    b.name: b for b in [
-        Backend("litert", "tflite", "ai_edge_litert.interpreter", "tflite", "litert", ("x86_64", "aarch64", "arm64")),
-        Backend("tflite-runtime", "tflite", "tflite_runtime.interpreter", "tflite", "tflite",
-                ("x86_64", "aarch64", "armv7l")),
-        Backend("onnxruntime", "onnx", "onnxruntime", "onnx", "onnx", ("x86_64", "aarch64", "arm64")),
-        # pure numpy (reads the flatbuffer with the `tflite` schema package): last, used where nothing compiled is
-        Backend("numpy", "tflite", "tflite.Model", "numpy_backend", "numpy",
-                ("x86_64", "aarch64", "arm64", "armv7l", "armv6l")),
-    ]
-}
+__all__ = ["BACKENDS", "Backend", "is_installed", "installed_backends", "runnable_backends", "install_hint",
+           "choose_backend", "open_session"]
 
 
 def is_installed(name: str) -> bool:
@@ -57,24 +34,30 @@ def installed_backends() -> List[str]:
     return [n for n in BACKENDS if is_installed(n)]
 
 
-def install_hint(fmt: str, machine: Optional[str] = None) -> str:
-    """What to pip install on this machine to run ``fmt`` artifacts."""
+def runnable_backends(fmt: str, quantization: Optional[str] = None) -> List[str]:
+    """Installed backends that run ``fmt`` artifacts (of ``quantization``, when given), in preference order."""
+    return [n for n in installed_backends() if BACKENDS[n].runs(fmt, quantization)]
+
+
+def install_hint(fmt: str, machine: Optional[str] = None, quantization: Optional[str] = None) -> str:
+    """What to pip install on this machine (and Python) to run ``fmt`` artifacts."""
     machine = machine or platform.machine()
-    rows = [b for b in BACKENDS.values() if b.format == fmt and machine in b.machines
-            # tflite-runtime stopped at 2.14, which has wheels for Python 3.9-3.11 only
-            and not (b.name == "tflite-runtime" and sys.version_info >= (3, 12))]
+    rows = [b for b in BACKENDS.values() if b.runs(fmt, quantization) and b.has_wheels(machine, sys.version_info)]
     if not rows:
-        return (f"no backend for {fmt} artifacts has wheels for {machine}; "
-                + ("use a .tflite artifact with `pip install edgeport-runtime[tflite]`." if fmt == "onnx"
-                   else "no TFLite interpreter wheel exists for this platform."))
-    return f"install one with `pip install edgeport-runtime[{rows[0].extra}]` (backend {rows[0].name})."
+        py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        others = [b for b in BACKENDS.values() if b.format != fmt and b.has_wheels(machine, sys.version_info)]
+        return (f"no backend for {fmt} artifacts has wheels for {machine} (Python {py}); "
+                + (f"use a .{others[0].format} artifact with `{others[0].install}`." if others
+                   else "no interpreter wheel exists for this platform."))
+    return f"install one with `{rows[0].install}` (backend {rows[0].name})."
 
 
-def choose_backend(fmt: str, requested: Optional[str] = None) -> Backend:
-    """The backend to run a ``fmt`` artifact: ``requested`` if given, else the first installed for the format.
+def choose_backend(fmt: str, requested: Optional[str] = None, quantization: Optional[str] = None) -> Backend:
+    """The backend to run a ``fmt`` artifact: ``requested`` if given, else the first installed one that runs the
+    format (and the artifact's ``quantization``, when known).
 
     Raises:
-        UsageError: unknown backend name, or one that cannot run this format.
+        UsageError: unknown backend name, or one that cannot run this format or quantization.
         BackendUnavailableError: nothing installed can run it (the message names the pip extra).
     """
     if requested is not None:
@@ -82,18 +65,23 @@ def choose_backend(fmt: str, requested: Optional[str] = None) -> Backend:
             raise unknown_name("backend", requested, BACKENDS)
         b = BACKENDS[requested]
         if b.format != fmt:
-            from ..errors import UsageError
-
             ok = [x.name for x in BACKENDS.values() if x.format == fmt]
             raise UsageError(f"backend {requested!r} runs {b.format} artifacts, not {fmt}; use {', '.join(ok)}.")
+        if quantization is not None and not b.runs(fmt, quantization):
+            ok = [x.name for x in BACKENDS.values() if x.runs(fmt, quantization)]
+            raise UsageError(f"backend {requested!r} cannot run this {Quantization(quantization).description} "
+                             f"artifact ({b.why_not(quantization)}); use {', '.join(ok)} or another artifact.")
         if not is_installed(requested):
             raise BackendUnavailableError(f"backend {requested!r} is not installed ({b.module} not importable); "
-                                          f"install it with `pip install edgeport-runtime[{b.extra}]`.")
+                                          f"install it with `{b.install}`.")
         return b
-    for b in BACKENDS.values():
-        if b.format == fmt and is_installed(b.name):
-            return b
-    raise BackendUnavailableError(f"no installed backend can run {fmt} artifacts; {install_hint(fmt)}")
+    for name in installed_backends():
+        if BACKENDS[name].runs(fmt, quantization):
+            return BACKENDS[name]
+    what = f"{fmt} artifacts" if quantization is None else \
+        f"{Quantization(quantization).description} {fmt} artifacts"
+    raise BackendUnavailableError(f"no installed backend can run {what}; "
+                                  f"{install_hint(fmt, quantization=quantization)}")
 
 
 def open_session(backend: Backend, path: str, num_threads: int):
@@ -102,7 +90,7 @@ def open_session(backend: Backend, path: str, num_threads: int):
     Raises:
         ModelLoadError: the interpreter cannot read the file (every failure, as one line).
     """
-    impl = importlib.import_module(f"{__name__}.{backend.implementation}")
+    impl = importlib.import_module(backend.implementation)
     try:
         return impl.open_session(backend, path, num_threads)
     except EdgeportError:
