@@ -17,6 +17,7 @@ from .errors import EdgeportError, InputError, ModelLoadError, ModelRunError, Us
 from .inputs import _scale as scale_raw
 from .manifest import Artifact, Manifest, TensorSpec, verify_artifact
 from .quant import dequantize, quantize
+from .sections import Preprocessing
 
 log = logging.getLogger("edgeport_runtime")
 
@@ -24,8 +25,8 @@ ArrayLike = Union[np.ndarray, Sequence]
 MAX_CHUNK = 256  # samples per interpreter call: bounds memory for huge batches without slowing small ones
 
 
-def _standardized(pre: Dict[str, Any]) -> bool:
-    return "feature_mean" in pre or "feature_std" in pre
+def _standardized(pre: Preprocessing) -> bool:
+    return pre.feature_mean is not None or pre.feature_std is not None
 
 
 def default_threads() -> int:
@@ -61,7 +62,7 @@ class Model:
         # .tflite and absent for ONNX QDQ models whose I/O stays float, so prefer the interpreter's dtypes.
         self.inputs: List[TensorSpec] = session.inputs
         self.outputs: List[TensorSpec] = session.outputs
-        pre = manifest.preprocessing if manifest is not None else {}
+        pre = manifest.preprocessing if manifest is not None else Preprocessing()
         # None: every call takes the checked path. Raw pixels are scaled as the manifest says (as edgeport-run does
         # for images) unless the model takes standardized features, which predict_pixels refuses
         self._fast = fastio.plan(self.inputs, self.outputs, MAX_CHUNK,
@@ -219,7 +220,7 @@ class Model:
         if x.dtype != np.uint8:
             raise InputError(f"predict_pixels takes uint8 pixel values, got dtype {x.dtype}; use predict() for "
                              "model-ready floats.")
-        pre = self.manifest.preprocessing if self.manifest is not None else {}
+        pre = self.manifest.preprocessing if self.manifest is not None else Preprocessing()
         if _standardized(pre):
             raise UsageError(f"{self.path}: this model takes standardized features (the manifest has feature_mean/"
                              "feature_std), not pixels; use predict().")
@@ -227,7 +228,7 @@ class Model:
             scaled = scale_raw(x, pre)
         except (TypeError, ValueError, OverflowError):
             raise InputError(f"{self.path}: the manifest's preprocessing input_scale/input_offset are not numbers "
-                             f"({pre.get('input_scale')!r}, {pre.get('input_offset')!r}); re-create the bundle."
+                             f"({pre.input_scale!r}, {pre.input_offset!r}); re-create the bundle."
                              ) from None
         return self.predict(scaled)
 

@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import EdgeportError, InputError
 from ..model import MAX_CHUNK, Model, load
 from ..results import summarize
+from ..sections import Preprocessing
 from .batcher import MicroBatcher
 from .decode import UnsupportedMedia, decode
 from .health import HealthCheck
@@ -58,7 +59,7 @@ class Service:
             "artifact", "recipe", "format", "quantization", "backend", "threads")})
         self.health = HealthCheck(model)
         self.task = model.manifest.task if model.manifest else "classification"
-        self.pre = model.manifest.preprocessing if model.manifest else {}
+        self.pre = model.manifest.preprocessing if model.manifest else Preprocessing()
         self.shapes = [list(s.shape) for s in model.inputs]
         tail = model.outputs[0].shape[1:]
         self.classes = int(np.prod(tail)) if None not in tail else None  # None: not known before a prediction

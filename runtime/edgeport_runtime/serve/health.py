@@ -48,11 +48,11 @@ class HealthCheck:
         if art is None or man is None:  # a bare .tflite/.onnx: nothing recorded to compare with
             return
         try:
-            if not man.check.get("inputs") or not art.check_outputs:
+            if not man.check.inputs or not art.check_outputs:
                 self.problem = (f"the bundle records no check inputs/outputs for artifact {art.name!r}; "
                                 "re-run `edgeport convert` to get a bundle the service can check")
                 return
-            self.x = load_npy(contained_path(model.directory, man.check["inputs"], "manifest check.inputs"),
+            self.x = load_npy(contained_path(model.directory, man.check.inputs, "manifest check.inputs"),
                               "the check inputs").astype(np.float32)
             self.want = load_npy(contained_path(model.directory, art.check_outputs,
                                                 f"artifact {art.name!r} check_outputs"), "the check outputs")
