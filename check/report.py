@@ -5,7 +5,9 @@ report.json is a stable interface. Top level: ``keras`` {``accuracy`` (or ``reco
 accuracy, accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys, among them
 ``accuracy_delta_low_pp`` / ``accuracy_delta_high_pp`` (one-sided 95% bounds) and ``inconclusive``], ``passed``
 (no gate failed), ``devices`` [{``profile, host, release, artifact, backend, threads, latency_ms_p50,
-cold_start_s, rss_mb, smoke``}]. ``gate`` is ``pass``, ``FAIL``, ``inconclusive`` or ``not run``.
+cold_start_s, rss_mb, smoke``}], ``fleet`` (the newest `edgeport fleet deploy` of the bundle, or null) {``file,
+started, complete, policy, releases, hosts, switched, failed, unreachable, not_run, rolled_back, p50_ms_median``}.
+``gate`` is ``pass``, ``FAIL``, ``inconclusive`` or ``not run``.
 For autoencoders ``accuracy`` holds the reconstruction MSE and ``metric`` says so.
 """
 from __future__ import annotations

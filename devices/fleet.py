@@ -353,6 +353,11 @@ def fleet_deploy(bundle: str, inventory: str, canary: int = 1, batch: str = "20%
                     r.status, r.extra["current"] = "rolled back", res.get("release")
                 elif r is not None and e["status"] in ("failed", "unreachable") and "rollback_error" not in r.extra:
                     r.status, r.extra["rollback_error"] = "rollback failed", e.get("msg")
+    for r in results.values():  # what each host runs now, where this run knows it
+        if r.status == "switched":
+            r.extra["current"] = r.release
+        elif r.status == "failed" and r.previous:
+            r.extra["current"] = r.previous  # the device kept it: nothing switches before the checks pass
     out = Rollout(list(results.values()), complete, policy, {p: v["release"] for p, v in rels.items()}, log=log)
     doc = {"started": started.isoformat(timespec="seconds"),
            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -397,12 +402,13 @@ def fleet_status(inventory: str, known_hosts: Optional[str] = None) -> List[Host
 
 
 def result_table(results: List[HostResult]) -> str:
-    """The per-host table printed at the end: host, profile, release, smoke, p50, status."""
+    """The per-host table printed at the end: host, profile, release (the one it runs now when known), smoke,
+    p50, status."""
     rows = [("host", "profile", "release", "smoke", "p50 ms", "status")]
     for r in results:
         status = r.status + (f" ({r.error.splitlines()[-1][:120]})" if r.error and r.status not in
                              ("switched", "ok") else "")
-        rows.append((r.host, r.profile, r.release or "-", r.smoke or "-",
+        rows.append((r.host, r.profile, r.extra.get("current") or r.release or "-", r.smoke or "-",
                      "-" if r.p50_ms is None else f"{r.p50_ms:.4f}", status))
     widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5] for row in rows)

@@ -87,7 +87,7 @@ def _hosts(doc):
 
 def test_fleet_clean_rollout_switches_every_host(devices, full_bundle, tmp_path, cli):
     inv = _inventory(devices, [0, 1, 2], tmp_path / "hosts.ini")
-    code, out, err = cli("fleet", "deploy", full_bundle, "--inventory", inv, "--canary", 1, "--batch", 1,
+    code, out, err = cli("fleet", "deploy", full_bundle, "--inventory", inv, "--canary", 1, "--batch", 2,
                          "--known-hosts", devices["known_hosts"])
     assert code == 0, out + err
     doc = _result(out)
@@ -227,3 +227,25 @@ def test_fleet_bad_options_are_usage_errors(tmp_path, cli):
     assert code == 2 and "--max-fail 101" in err
     code, _, err = cli("fleet", "status", "--inventory", tmp_path / "none.ini")
     assert code == 2 and "no such file" in err
+
+
+def test_report_fleet_summary_counts_the_newest_rollout(tmp_path):
+    from edgeport.check.report import fleet_line, fleet_summary
+
+    assert fleet_summary(tmp_path) is None  # never rolled out: no fleet section
+    (tmp_path / "fleet").mkdir()
+    policy = {"canary": 1, "batch": "20%", "max_fail": 10, "rollback_on_fail": True}
+
+    def rollout(name, statuses, p50s):
+        hosts = [{"host": f"h{i}", "status": s, "p50_ms": p} for i, (s, p) in enumerate(zip(statuses, p50s))]
+        (tmp_path / "fleet" / name).write_text(json.dumps({"started": name[:15], "complete": False,
+                                                           "policy": policy, "releases": {}, "hosts": hosts}))
+    rollout("20260101T000000Z.json", ["switched"], [9.0])
+    rollout("20260102T000000Z.json", ["switched", "switched", "failed", "unreachable", "not run"],
+            [0.5, 0.25, None, None, None])
+    s = fleet_summary(tmp_path)
+    assert s["file"] == "fleet/20260102T000000Z.json"  # the newest one
+    assert (s["hosts"], s["switched"], s["failed"], s["unreachable"], s["not_run"]) == (5, 2, 1, 1, 1)
+    assert s["p50_ms_median"] == 0.5  # upper median of [0.25, 0.5] by hand
+    line = fleet_line(s)
+    assert "STOPPED on 5 hosts: 2 switched, 1 failed, 1 unreachable, 1 not run" in line
