@@ -206,6 +206,18 @@ def test_fleet_unknown_host_key_fails_that_host(devices, full_bundle, tmp_path, 
     assert _current(devices, 0) == before
 
 
+def test_fleet_inventory_values_are_never_templated_or_run(devices, tmp_path, cli):
+    canary = tmp_path / "pwned"
+    s = devices["servers"][0]
+    remote = f"{tmp_path}/x{{{{ lookup('pipe', 'touch {canary}') }}}}$(touch {canary})"
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("[edge]\n" + _line("dev0", s.port, s.info["key"], f'"{remote}"') +
+                   f"[edge:vars]\nansible_user={s.user}\nansible_python_interpreter=/usr/bin/python3\n")
+    code, out, err = cli("fleet", "status", "--inventory", inv, "--known-hosts", devices["known_hosts"])
+    assert code == 0, out + err  # reached, and the directory (as written) has no releases
+    assert not canary.exists()  # neither Ansible's templating nor the device's shell ran it
+
+
 @pytest.mark.parametrize("content, message", [
     ("[edge]\npi1 ansible_host=10.0.0.9\n", "set no edgeport_profile"),
     ("[edge]\npi1 edgeport_profile=rpi9\n", "unknown device profile"),
