@@ -5,8 +5,9 @@ report.json is a stable interface. Top level: ``keras`` {``accuracy`` (or ``reco
 accuracy, accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys, among them
 ``accuracy_delta_low_pp`` / ``accuracy_delta_high_pp`` (one-sided 95% bounds) and ``inconclusive``], ``passed``
 (no gate failed), ``devices`` [{``profile, host, release, artifact, backend, threads, latency_ms_p50,
-cold_start_s, rss_mb, smoke``}], ``fleet`` (the newest `edgeport fleet deploy` of the bundle, or null) {``file,
-started, complete, policy, releases, hosts, switched, failed, unreachable, not_run, rolled_back, p50_ms_median``}.
+cold_start_s, rss_mb, smoke``}], ``fleet`` (the newest `edgeport fleet deploy` of the
+bundle, or null) {``file, started, complete, policy, releases, hosts, switched, failed, unreachable, stopped,
+not_run, rolled_back, p50_ms_median``}.
 ``gate`` is ``pass``, ``FAIL``, ``inconclusive`` or ``not run``.
 For autoencoders ``accuracy`` holds the reconstruction MSE and ``metric`` says so.
 """
@@ -180,10 +181,12 @@ def write_report(bundle: str) -> Dict[str, Any]:
     return rep
 
 
+FLEET_STATUSES = ("switched", "failed", "unreachable", "stopped", "not run", "rolled back")
+
+
 def fleet_line(f: Dict[str, Any]) -> str:
     """One sentence for report.md: the newest fleet rollout's outcome."""
-    counts = ", ".join(f"{f[k.replace(' ', '_')]} {k}" for k in ("switched", "failed", "unreachable", "not run",
-                                                                  "rolled back") if f[k.replace(' ', '_')])
+    counts = ", ".join(f"{f[k.replace(' ', '_')]} {k}" for k in FLEET_STATUSES if f[k.replace(' ', '_')])
     return (f"Rollout of {f['started']} ({f['file']}): {'complete' if f['complete'] else 'STOPPED'} on "
             f"{f['hosts']} hosts: {counts}; median p50 {_fmt(f['p50_ms_median'], '.4f')} ms "
             f"(canary {f['policy']['canary']}, batch {f['policy']['batch']}, max fail {f['policy']['max_fail']}%).")
@@ -200,6 +203,5 @@ def fleet_summary(bdir: Path) -> Optional[Dict[str, Any]]:
     p50 = sorted(h["p50_ms"] for h in d["hosts"] if h.get("p50_ms") is not None)
     return {"file": f"fleet/{files[-1].name}", "started": d["started"], "complete": d["complete"],
             "policy": d["policy"], "releases": d["releases"], "hosts": len(statuses),
-            **{k.replace(" ", "_"): statuses.count(k) for k in ("switched", "failed", "unreachable", "not run",
-                                                                "rolled back")},
+            **{k.replace(" ", "_"): statuses.count(k) for k in FLEET_STATUSES},
             "p50_ms_median": p50[len(p50) // 2] if p50 else None}

@@ -157,8 +157,8 @@ def fleet_main(args) -> int:
         ro = fleet_deploy(args.bundle, args.inventory, args.canary, args.batch, args.max_fail,
                           args.rollback_on_fail, args.service, args.known_hosts)
         print(result_table(ro.hosts))
-        n = {s: sum(h.status == s for h in ro.hosts) for s in ("switched", "failed", "unreachable", "not run",
-                                                                  "rolled back")}
+        n = {s: sum(h.status == s for h in ro.hosts)
+             for s in ("switched", "failed", "unreachable", "stopped", "not run", "rolled back")}
         verdict = "complete" if ro.complete else "STOPPED (failures exceeded --max-fail or a canary failed)"
         print(f"rollout {verdict}: " + ", ".join(f"{v} {k}" for k, v in n.items() if v)
               + f". Results in {ro.path}; Ansible's log in {ro.log}.")

@@ -62,7 +62,9 @@ class HostResult:
 
     host: str
     profile: str
-    status: str = "not run"  # switched | failed | unreachable | not run | rolled back | rollback failed | ok
+    # switched | failed | unreachable | not run | stopped (the rollout stopped during its batch; not switched) |
+    # rolled back | rollback failed | ok (status)
+    status: str = "not run"
     release: Optional[str] = None
     previous: Optional[str] = None
     phase: Optional[str] = None
@@ -243,8 +245,20 @@ def run_playbook(name: str, inventory: str, extra: Dict, workdir: Path, known_ho
     return events
 
 
+# task names in devices/fleet/deploy_host.yml whose results edgeport reads
+TASK_PREPARE = "prepare (remote dir, current release)"
+TASK_DEPLOY = "install, verify, smoke-check, bench and switch (remote_deploy.sh under the device lock)"
+TASK_RESULTS = "read the device's smoke and bench results"
+TASK_UNREACHABLE = "host unreachable"
+PHASES = {"edgeport fleet - canary": "canary", "edgeport fleet - rolling batches": "rollout"}
+
+
 def _apply_events(results: Dict[str, HostResult], events: List[Dict]) -> bool:
-    """Fold the callback's events into ``results``; True when the rollout-complete marker was reached."""
+    """Fold the callback's events into ``results``; True when the rollout-complete marker was reached.
+
+    A host counts as switched as soon as its remote_deploy.sh succeeded (it switches as its last step), whatever
+    happened after: Ansible may stop the rollout before the host's later tasks run.
+    """
     complete = False
     for e in events:
         if e.get("edgeport_rollout") == "complete":
@@ -252,18 +266,31 @@ def _apply_events(results: Dict[str, HostResult], events: List[Dict]) -> bool:
         r = results.get(e["host"])
         if r is None:
             continue
-        if e["status"] == "unreachable":
-            r.status, r.error = "unreachable", e.get("msg")
-        elif e["status"] == "failed" and r.error is None:
-            r.error = e.get("msg")  # the first failure is the cause; the rescue's `fail` repeats it
+        task, status = e["task"], e["status"]
+        if task.startswith("group the hosts"):
+            continue  # the controller sorting hosts into plays: no host was contacted
+        if r.status == "not run":
+            r.status = "stopped"  # touched by this run; replaced below by what it got to
+        r.phase = r.phase or PHASES.get(e.get("play"))
+        if status == "ok" and task == TASK_PREPARE:
+            lines = e.get("stdout", "").splitlines()
+            r.previous = lines[1].strip() if len(lines) > 1 and lines[1].strip() else None
+        elif status == "ok" and task == TASK_DEPLOY:
+            r.status = "switched"
+        elif status == "ok" and task == TASK_RESULTS:
+            _read_results(r, e.get("stdout", ""))
+        elif status == "unreachable" or (status == "failed" and task == TASK_UNREACHABLE):
+            if r.status != "switched":
+                r.status = "unreachable"
+            r.error = r.error or e.get("msg")
+        elif status == "failed":
+            if r.status != "switched":
+                r.status = "failed"
+            r.error = r.error or e.get("msg")  # the first failure is the cause; the rescue's `fail` repeats it
         res = e.get("edgeport_result")
-        if res and r.status != "unreachable":
+        if res:
             r.status = res["status"]
-            r.phase = res.get("phase", r.phase)
             r.release = res.get("release") or r.release
-            r.previous = res.get("previous") or r.previous
-            if res.get("results"):
-                _read_results(r, res["results"])
             if res.get("lines") is not None:
                 r.extra["lines"] = res["lines"]
     return complete
@@ -342,6 +369,8 @@ def fleet_deploy(bundle: str, inventory: str, canary: int = 1, batch: str = "20%
         extra = {"edgeport_plan": plan, "edgeport_canary": canary, "edgeport_batch": serial,
                  "edgeport_max_fail": max_fail}
         complete = _apply_events(results, run_playbook("deploy.yml", inventory, extra, work, known_hosts, log))
+        for r in results.values():
+            r.release = rels[r.profile]["release"] if r.status != "not run" else None
         switched = [n for n, r in results.items() if r.status == "switched"]
         if rollback_on_fail and not complete and switched:
             back = run_playbook("rollback.yml", inventory, {"edgeport_plan": plan, "edgeport_targets": switched},

@@ -60,7 +60,8 @@ def _inventory(devices, order, path, dead=()):
     for name in dead:
         lines.append(_line(name, free_port(), devices["servers"][0].info["key"], "/nonexistent"))
     # the interpreter Ansible runs its modules with on the device (not a pyenv shim discovery may pick)
-    lines.append(f"[edge:vars]\nansible_user={devices['servers'][0].user}\nansible_python_interpreter=/usr/bin/python3\n")
+    lines.append(f"[edge:vars]\nansible_user={devices['servers'][0].user}\n"
+                 "ansible_python_interpreter=/usr/bin/python3\n")
     path.write_text("".join(lines))
     return path
 
@@ -257,7 +258,7 @@ def test_report_fleet_summary_counts_the_newest_rollout(tmp_path):
             [0.5, 0.25, None, None, None])
     s = fleet_summary(tmp_path)
     assert s["file"] == "fleet/20260102T000000Z.json"  # the newest one
-    assert (s["hosts"], s["switched"], s["failed"], s["unreachable"], s["not_run"]) == (5, 2, 1, 1, 1)
+    assert (s["hosts"], s["switched"], s["failed"], s["unreachable"], s["not_run"], s["stopped"]) == (5, 2, 1, 1, 1, 0)
     assert s["p50_ms_median"] == 0.5  # upper median of [0.25, 0.5] by hand
     line = fleet_line(s)
     assert "STOPPED on 5 hosts: 2 switched, 1 failed, 1 unreachable, 1 not run" in line

@@ -1,9 +1,9 @@
 """Ansible callback plugin used by `edgeport fleet`: one JSON line per task result, per host, into the file named
 by $EDGEPORT_FLEET_EVENTS. edgeport reads these lines instead of Ansible's screen output.
 
-Each line: {"host", "task", "status": ok|failed|unreachable|skipped, "msg"?, "result"?} where ``result`` is the
-``edgeport_result`` fact the playbooks set (what a host ended with) and ``msg`` is Ansible's or the device's own
-explanation of a failure.
+Each line: {"host", "task", "play", "status": ok|failed|ignored|unreachable|skipped, "stdout"?, "msg"?,
+"edgeport_result"?}: ``stdout`` is what a task printed (the device's answers), ``edgeport_result`` the fact the
+playbooks set, ``msg`` the device's or Ansible's own explanation of a failure.
 """
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ class CallbackModule(CallbackBase):
         if not path:
             return
         r = result._result
-        event = {"host": result._host.get_name(), "task": result._task.get_name(), "status": status}
+        event = {"host": result._host.get_name(), "task": result._task.get_name(), "status": status,
+                 "play": self._play_name}
+        if status == "ok" and isinstance(r.get("stdout"), str):
+            event["stdout"] = r["stdout"][-20000:]  # the device's answer (release ids, smoke/bench JSON)
         facts = r.get("ansible_facts") or {}
         for key in ("edgeport_result", "edgeport_rollout"):
             if key in facts:
@@ -49,6 +52,11 @@ class CallbackModule(CallbackBase):
             event["msg"] = " | ".join(p for p in parts if p)[-3000:]
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(event, default=str) + "\n")
+
+    _play_name = ""
+
+    def v2_playbook_on_play_start(self, play):
+        self._play_name = play.get_name()
 
     def v2_runner_on_ok(self, result):
         self._write(result, "ok")
