@@ -262,3 +262,30 @@ def test_report_fleet_summary_counts_the_newest_rollout(tmp_path):
     assert s["p50_ms_median"] == 0.5  # upper median of [0.25, 0.5] by hand
     line = fleet_line(s)
     assert "STOPPED on 5 hosts: 2 switched, 1 failed, 1 unreachable, 1 not run" in line
+
+
+def test_fleet_events_give_each_host_what_it_got_to():
+    """The callback's JSON lines, as Ansible sends them for four hosts of one batch, fold into their statuses."""
+    from edgeport.devices.fleet import (TASK_DEPLOY, TASK_PREPARE, TASK_UNREACHABLE, HostResult, _apply_events)
+
+    play = "edgeport fleet - rolling batches"
+    ev = [
+        {"host": h, "task": "group the hosts (no connection)", "status": "ok", "play": "x"} for h in "abcd"
+    ] + [
+        {"host": "a", "task": TASK_PREPARE, "status": "unreachable", "play": play, "msg": "Connection refused"},
+        {"host": "a", "task": TASK_UNREACHABLE, "status": "failed", "play": play, "msg": "Connection refused"},
+        {"host": "a", "task": "fail the host", "status": "failed", "play": play, "msg": "Connection refused"},
+        {"host": "b", "task": TASK_PREPARE, "status": "ok", "play": play, "stdout": "/home/pi/edgeport\nR0"},
+        {"host": "b", "task": TASK_DEPLOY, "status": "ok", "play": play, "stdout": "READY R1\nR1"},
+        {"host": "c", "task": TASK_PREPARE, "status": "ok", "play": play, "stdout": "/home/pi/edgeport"},
+        {"host": "c", "task": TASK_DEPLOY, "status": "failed", "play": play, "msg": "smoke parity failed"},
+        {"host": "c", "task": "fail the host", "status": "failed", "play": play, "msg": "smoke parity failed"},
+    ]
+    results = {h: HostResult(h, "x86_64") for h in "abcd"}
+    assert _apply_events(results, ev) is False  # no rollout-complete marker: Ansible stopped it
+    got = {h: (r.status, r.previous, r.phase) for h, r in results.items()}
+    assert got == {"a": ("unreachable", None, "rollout"), "b": ("switched", "R0", "rollout"),
+                   "c": ("failed", None, "rollout"), "d": ("not run", None, None)}
+    assert results["a"].error == "Connection refused" and results["c"].error == "smoke parity failed"
+    assert _apply_events(results, [{"host": "localhost", "task": "mark", "status": "ok",
+                                    "edgeport_rollout": "complete"}]) is True
