@@ -196,7 +196,9 @@ def _deploy_commands(host: Host, rel: Dict) -> Dict[str, str]:
     rdir = f"{host.remote_dir}/releases/{rel['release']}"
     # The archive, then COMMIT: remote_deploy.sh reads exactly SIZE bytes, checks, installs, smoke-checks and
     # benches, and reads the COMMIT only after it printed READY; any failure before exits without switching.
-    return {"deploy_cmd": f"cd && {{ cat -- {_q(upload)} && echo COMMIT; }} | {cmd}",
+    # The upload is removed whatever the outcome, keeping the script's exit status.
+    return {"deploy_cmd": f"cd && {{ cat -- {_q(upload)} && echo COMMIT; }} | {cmd}; rc=$?; "
+                          f"cd && rm -f -- {_q(upload)}; exit $rc",
             "results_cmd": f"cd && cat -- {_q(rdir + '/smoke.json')} && echo && cat -- {_q(rdir + '/bench.json')}",
             "archive": rel["archive"], "release": rel["release"], "timeout": TIMEOUT + LOCK_WAIT}
 
