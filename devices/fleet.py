@@ -100,6 +100,9 @@ def ansible_env(workdir: Path, known_hosts: Optional[str] = None) -> Dict[str, s
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
+        # SSH connections of this run only: a master connection left by an earlier run (ControlPersist) would
+        # skip the host-key check of this one
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / "cp"),
         "ANSIBLE_INVENTORY_ENABLED": "ini,yaml",
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",  # an unreadable inventory is an error, not an empty fleet
         "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
