@@ -289,8 +289,8 @@ def _apply_events(results: Dict[str, HostResult], events: List[Dict]) -> bool:
                 r.status = "unreachable"
             r.error = r.error or e.get("msg")
         elif status == "failed":
-            if r.status not in ("switched", "unreachable"):  # the rescue's `fail` after either says nothing new
-                r.status = "failed"
+            if r.status == "stopped":  # not after switched, unreachable or a recorded result: the rescue's `fail`
+                r.status = "failed"    # repeats what the host already got
             r.error = r.error or e.get("msg")  # the first failure is the cause; the rescue's `fail` repeats it
         res = e.get("edgeport_result")
         if res:
