@@ -5,14 +5,17 @@ report.json is a stable interface. Top level: ``keras`` {``accuracy`` (or ``reco
 accuracy, accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys, among them
 ``accuracy_delta_low_pp`` / ``accuracy_delta_high_pp`` (one-sided 95% bounds) and ``inconclusive``], ``passed``
 (no gate failed), ``devices`` [{``profile, host, release, artifact, backend, threads, latency_ms_p50,
-cold_start_s, rss_mb, smoke``}]. ``gate`` is ``pass``, ``FAIL``, ``inconclusive`` or ``not run``.
+cold_start_s, rss_mb, smoke``}], ``fleet`` (the newest `edgeport fleet deploy` of the
+bundle, or null) {``file, started, complete, policy, releases, hosts, switched, failed, unreachable, stopped,
+not_run, rolled_back, p50_ms_median``}.
+``gate`` is ``pass``, ``FAIL``, ``inconclusive`` or ``not run``.
 For autoencoders ``accuracy`` holds the reconstruction MSE and ``metric`` says so.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from edgeport_runtime.errors import UsageError
 from edgeport_runtime.manifest import atomic_write_text, read_manifest
@@ -83,7 +86,7 @@ def build_report(bundle: str) -> Dict[str, Any]:
             "dataset": train.get("dataset") or (man.source.data.data if man.source.data else None) or "unknown data",
             "artifacts": rows, "passed": all(r["gate"] in ("pass", "inconclusive") for r in rows),
             "cores": ben.get("cores"),
-            "devices": device_rows(bdir), "toolchain": man.toolchain}
+            "devices": device_rows(bdir), "fleet": fleet_summary(bdir), "toolchain": man.toolchain}
 
 
 def device_rows(bdir: Path) -> List[Dict[str, Any]]:
@@ -166,9 +169,37 @@ def write_report(bundle: str) -> Dict[str, Any]:
             md.append(f"| {d['profile']} | {d['host']} | {d['release']} | {d['artifact']} | {d['backend']} | "
                       f"{d['threads']} | {d['latency_ms_p50']:.4f} | {_fmt(d['cold_start_s'], '.3f')} | "
                       f"{_fmt(d['rss_mb'], '.0f')} | {d['smoke']} |")
+    if rep.get("fleet"):
+        md += ["", "## Fleet", "", fleet_line(rep["fleet"])]
     md.append("")
     atomic_write_text(bdir / "report.md", "\n".join(md))
     tmp_png = bdir / ".report.png.tmp.png"
     plot_report(rep, tmp_png)
     tmp_png.replace(bdir / "report.png")
     return rep
+
+
+FLEET_STATUSES = ("switched", "failed", "unreachable", "stopped", "not run", "rolled back")
+
+
+def fleet_line(f: Dict[str, Any]) -> str:
+    """One sentence for report.md: the newest fleet rollout's outcome."""
+    counts = ", ".join(f"{f[k.replace(' ', '_')]} {k}" for k in FLEET_STATUSES if f[k.replace(' ', '_')])
+    return (f"Rollout of {f['started']} ({f['file']}): {'complete' if f['complete'] else 'STOPPED'} on "
+            f"{f['hosts']} hosts: {counts}; median p50 {_fmt(f['p50_ms_median'], '.4f')} ms "
+            f"(canary {f['policy']['canary']}, batch {f['policy']['batch']}, max fail {f['policy']['max_fail']}%).")
+
+
+def fleet_summary(bdir: Path) -> Optional[Dict[str, Any]]:
+    """The newest fleet rollout of this bundle (BUNDLE/fleet/*.json written by `edgeport fleet deploy`), counted
+    by host status; None when the bundle was never rolled out to a fleet."""
+    files = sorted((bdir / "fleet").glob("*.json"))
+    if not files:
+        return None
+    d = json.loads(files[-1].read_text())
+    statuses = [h["status"] for h in d["hosts"]]
+    p50 = sorted(h["p50_ms"] for h in d["hosts"] if h.get("p50_ms") is not None)
+    return {"file": f"fleet/{files[-1].name}", "started": d["started"], "complete": d["complete"],
+            "policy": d["policy"], "releases": d["releases"], "hosts": len(statuses),
+            **{k.replace(" ", "_"): statuses.count(k) for k in FLEET_STATUSES},
+            "p50_ms_median": p50[len(p50) // 2] if p50 else None}

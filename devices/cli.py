@@ -108,3 +108,53 @@ def rollback_main(args) -> int:
     else:
         print("pass --bundle BUNDLE to record this in that bundle's report (edgeport report).")
     return 0
+
+
+def fleet_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `edgeport fleet deploy|status|rollback`."""
+    sub = p.add_subparsers(dest="fleet_command", metavar="ACTION", parser_class=type(p))
+    sub.required = True
+
+    def common(sp):
+        sp.add_argument("--inventory", required=True, metavar="FILE",
+                        help="Ansible inventory (INI or YAML); each host sets edgeport_profile")
+        sp.add_argument("--known-hosts", help="known_hosts file to check the devices' host keys against "
+                                              "(default: Ansible's ssh settings, ~/.ssh/known_hosts)")
+
+    d = sub.add_parser("deploy", help="canary first, then rolling batches; stop past --max-fail")
+    d.add_argument("bundle", help="bundle directory written by `edgeport convert`")
+    common(d)
+    d.add_argument("--canary", type=int, default=1, metavar="N",
+                   help="hosts deployed first; any canary failure stops the rollout (default 1)")
+    d.add_argument("--batch", default="20%", help="rolling batch size after the canaries, N or N%% "
+                                                  "(Ansible serial; default 20%%)")
+    d.add_argument("--max-fail", type=int, default=0, metavar="PCT",
+                   help="failed or unreachable hosts a batch may have, in percent, before the rollout stops "
+                        "(Ansible max_fail_percentage; default 0)")
+    d.add_argument("--rollback-on-fail", action="store_true",
+                   help="when the rollout stops, switch the hosts it already switched back to their previous "
+                        "release")
+    d.add_argument("--service", action="store_true", help="as `edgeport deploy --service`")
+    s = sub.add_parser("status", help="each host's current release")
+    common(s)
+    r = sub.add_parser("rollback", help="switch every host back to its previous release")
+    common(r)
+
+
+def fleet_main(args) -> int:
+    """Run a fleet action; print one row per host. Exit 1 when a host failed or the rollout stopped."""
+    from .fleet import fleet_deploy, fleet_rollback, fleet_status, result_table
+
+    if args.fleet_command == "deploy":
+        ro = fleet_deploy(args.bundle, args.inventory, args.canary, args.batch, args.max_fail,
+                          args.rollback_on_fail, args.service, args.known_hosts)
+        print(result_table(ro.hosts))
+        n = {s: sum(h.status == s for h in ro.hosts)
+             for s in ("switched", "failed", "unreachable", "stopped", "not run", "rolled back")}
+        verdict = "complete" if ro.complete else "STOPPED (failures exceeded --max-fail or a canary failed)"
+        print(f"rollout {verdict}: " + ", ".join(f"{v} {k}" for k, v in n.items() if v)
+              + f". Results in {ro.path}; Ansible's log in {ro.log}.")
+        return 0 if ro.ok else 1
+    results = (fleet_status if args.fleet_command == "status" else fleet_rollback)(args.inventory, args.known_hosts)
+    print(result_table(results))
+    return 0 if all(r.status in ("ok", "rolled back") for r in results) else 1

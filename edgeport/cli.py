@@ -32,6 +32,7 @@ COMMANDS = {
     "bundle": ("edgeport.devices.cli", "write an offline device archive: models, manifest, runtime, wheels"),
     "deploy": ("edgeport.devices.cli", "install a bundle on a device over SSH, check it, switch atomically"),
     "rollback": ("edgeport.devices.cli", "switch a device back to its previous release"),
+    "fleet": ("edgeport.devices.cli", "deploy to many devices with Ansible: canary, rolling batches, rollback"),
 }
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3

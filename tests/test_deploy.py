@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,46 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+from sshd import SshServer
+
 ROOT = Path(__file__).resolve().parents[1]
 STATE = {}  # release ids that later tests check (tests in this module run in file order)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    if SSHD is None:
-        pytest.fail("the deploy tests need an OpenSSH server: apt-get install -y openssh-server "
-                    "(`make test` installs it when run as root)")
-    d = tmp_path_factory.mktemp("sshd")
-    for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    port = _free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n"
-        f"PidFile {d}/sshd.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        "StrictModes no\nPermitRootLogin prohibit-password\n")
-    host_pub = (d / "host_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
-    for _ in range(100):  # wait until it accepts connections
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    yield {"port": port, "dir": d, "host": f"{user}@127.0.0.1", "key": str(d / "client_key"),
-           "known_hosts": str(d / "known_hosts"), "remote": str(d / "device")}
-    proc.terminate()
-    proc.wait(timeout=10)
+    server = SshServer(tmp_path_factory.mktemp("sshd"))
+    yield server.info
+    server.stop()
 
 
 def _args(s, *extra):
