@@ -19,6 +19,7 @@ from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
 
 from . import gate_stats as gs
+from .fidelity import ACCURACY_NOT_MEASURED, fidelity
 from ..convert.recipes import RECIPES, Gate, Recipe
 
 WORST = 10  # disagreeing samples listed per artifact
@@ -69,6 +70,8 @@ class ParityReport:
     keras: Dict[str, Any]
     artifacts: List[ArtifactParity]
     gates: Dict[str, Dict[str, Any]]
+    accuracy_measured: bool = True  # False: no labels, fidelity to Keras only
+    note: Optional[str] = None  # said plainly on screen and in the report (e.g. accuracy not measured)
 
     @property
     def passed(self) -> bool:
@@ -132,24 +135,31 @@ _GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
                  "confidence": "it is a one-sided confidence level (0.95 = 95%)"}
 
 
-def _eval_data(manifest, data: Optional[str]):
-    """The held-out split: --data, else the training run or the data source (and seed) `convert` recorded."""
+def _eval_data(manifest, data: Optional[str], eval_path: Optional[str] = None):
+    """The held-out split: --eval / --data, else the training run or the data source, seed, preprocessing
+    options and --eval that `convert` recorded."""
     from ..data.run import load_run_data, resolve_data
+    from ..data.unlabeled import InputOptions
 
     recorded = manifest.source.get("data") or {}
     run_dir = data or manifest.source.get("run_dir")
-    if run_dir and Path(run_dir).is_dir() and (Path(run_dir) / "train.json").is_file():
+    if eval_path is None and run_dir and Path(run_dir).is_dir() and (Path(run_dir) / "train.json").is_file():
         return load_run_data(Path(run_dir))
     model = Path(manifest.source.get("path", "model"))
+    opts = InputOptions.from_record(recorded.get("inputs"))
+    shape = manifest.source.get("input_shape")
+    shape = tuple(shape) if isinstance(shape, list) and all(isinstance(d, int) for d in shape) else None
+    seed = int(recorded.get("seed", 0))
+    eval_path = eval_path or recorded.get("eval")
+    for what, arg in (("--eval", eval_path), ("--data", data or recorded.get("data"))):
+        if arg and Path(arg).is_absolute() and not Path(arg).exists():
+            raise InputError(f"the bundle was converted with {what} {arg}, which is gone; pass {what} with the "
+                             "same data to re-create its held-out split.")
     if data:
-        return resolve_data(model, data, int(recorded.get("seed", 0)))
+        return resolve_data(model, data, seed, opts, eval_path, model_shape=shape)
     if recorded.get("data"):
-        arg = recorded["data"]
-        if Path(arg).is_absolute() and not Path(arg).exists():
-            raise InputError(f"the bundle was converted with --data {arg}, which is gone; pass --data with the same "
-                             "data to re-create its held-out split.")
-        # same argument and seed as `convert`: the same stratified held-out split
-        return resolve_data(model, arg, int(recorded.get("seed", 0)))
+        # same argument, seed and options as `convert`: the same held-out split
+        return resolve_data(model, recorded["data"], seed, opts, eval_path, model_shape=shape)
     raise UsageError("the bundle does not name its training run or data; pass --data RUN_DIR or the dataset it "
                      "was converted with.")
 
@@ -201,7 +211,12 @@ def _compare(art, backend: str, y: np.ndarray, ref: np.ndarray, labels: np.ndarr
         steps = float(diff.max() / out_scale) if out_scale else None
     bad_art, bad_ref = _nonfinite(y), _nonfinite(ref)
     checks: List[gs.Check] = []
-    if task == "autoencoder":
+    if labels is None and task != "autoencoder":  # no labels: fidelity to Keras only
+        fid = fidelity(y, ref, task, gate.min_agreement, gate.confidence, WORST)
+        p = ArtifactParity(art.name, art.recipe, backend, fid.metric, fid.value, fid.keras_value, None,
+                           fid.agreement, float(diff.max()), float(diff.mean()), steps, {}, fid.worst_samples)
+        checks.extend(fid.checks)
+    elif task == "autoencoder":
         flat = x.reshape(len(x), -1)
         mse, kmse = float(np.mean((y - flat) ** 2)), float(np.mean((ref - flat) ** 2))
         p = ArtifactParity(art.name, art.recipe, backend, "reconstruction_mse", mse, kmse, None, None,
@@ -260,12 +275,13 @@ def runnable_backends(fmt: str) -> List[str]:
 
 
 def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dict[str, Dict]] = None,
-           diagnose: bool = True, write: bool = True) -> ParityReport:
+           diagnose: bool = True, write: bool = True, eval_path: Optional[str] = None) -> ParityReport:
     """Compare every artifact of ``bundle`` with the Keras original on the whole held-out test set.
 
     Args:
         bundle: bundle directory written by `edgeport convert`.
         data: the training run (or dataset) to evaluate on; default: the run the bundle was converted from.
+        eval_path: labelled samples to measure accuracy on (default: the --eval `convert` recorded, if any).
         gate_overrides: {recipe: {gate key: value}} replacing the recipe table's thresholds.
         diagnose: run the layer-wise int8 diagnosis for failing int8 artifacts.
         write: store parity.json in the bundle and each artifact's result in manifest.json.
@@ -275,7 +291,7 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     """
     bdir = Path(bundle)
     man = read_manifest(bdir)
-    d = _eval_data(man, data)
+    d = _eval_data(man, data, eval_path)
     x, labels = d.x_test.astype(np.float32), d.y_test
     ref = _source_outputs(man, x)
     gates = gates_from_config(gate_overrides or {})
@@ -291,10 +307,14 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
                          "onnxruntime.")
     if man.task == "autoencoder":
         kmetric = {"metric": "reconstruction_mse", "value": float(np.mean((ref - x.reshape(len(x), -1)) ** 2))}
+    elif labels is None:
+        kmetric = {"metric": results[0].metric, "value": results[0].keras_value}
     else:
         kmetric = {"metric": "accuracy", "value": float((ref.argmax(1) == labels).mean())}
     report = ParityReport(str(bdir), man.task, int(len(x)), kmetric, results,
                           {r.value: asdict(g) for r, g in gates.items()})
+    if labels is None and man.task != "autoencoder":
+        report.accuracy_measured, report.note = False, ACCURACY_NOT_MEASURED
     if diagnose:
         from .diagnose import diagnose_int8
 

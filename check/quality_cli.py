@@ -9,6 +9,8 @@ def parity_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `edgeport parity`."""
     p.add_argument("bundle", help="bundle directory written by `edgeport convert`")
     p.add_argument("--data", help="training run directory or dataset to evaluate on (default: the bundle's run)")
+    p.add_argument("--eval", help="labelled samples to measure accuracy on (default: the --eval the bundle was "
+                                  "converted with; without labels parity measures fidelity only)")
     p.add_argument("--config", help="TOML with [parity.gates.RECIPE] tables overriding max_drop_pp, "
                                     "min_agreement, max_class_drop_pp, max_abs_diff, max_mse_ratio, confidence")
     p.add_argument("--no-diagnose", action="store_true", help="skip the layer-wise diagnosis of failing int8 "
@@ -51,7 +53,8 @@ def parity_main(args) -> int:
     if args.config:
         conf = load_config(args.config, ["gates"], section="parity")
         gates = conf.get("gates", {})
-    rep = parity(args.bundle, data=args.data, gate_overrides=gates, diagnose=not args.no_diagnose)
+    rep = parity(args.bundle, data=args.data, gate_overrides=gates, diagnose=not args.no_diagnose,
+                 eval_path=args.eval)
     counts = rep.counts()
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
@@ -60,6 +63,8 @@ def parity_main(args) -> int:
         print(f"Keras {k['metric']}: {k['value']:.4f} on {rep.samples} held-out samples "
               "(deltas in pp with one-sided 95% bounds; one sample is "
               f"{100 / rep.samples:.2g} pp)")
+        if rep.note:
+            print(rep.note)
         for a in rep.artifacts:
             _print_artifact(a)
         print(f"parity: {counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} inconclusive")

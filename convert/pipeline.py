@@ -26,9 +26,11 @@ from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_man
 
 from ..core.fsutil import check_out_dir, remove_dead_temp_dirs, staged_dir, write_marker
 from ..data.datasets import skipped_summary
-from ..data.run import Data, calibration_samples, resolve_data
+from ..data.run import calibration_samples
+from ..data.unlabeled import InputOptions
 from .progress import ConvertProgress
 from .recipes import RECIPES, Recipe, recipe_options
+from .sampledata import data_record, load_convert_data, shape_hint, split_fine_tuning
 
 WORK_PREFIX = "edgeport-convert-"  # temp work dirs (hold a copy of the training data; always removed)
 CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
@@ -57,6 +59,9 @@ class ConvertConfig:
     unsafe: bool = False
     force: bool = False
     verbose: bool = False
+    eval: Optional[str] = None  # labelled set parity measures accuracy on (then all of --data calibrates)
+    inputs: Optional[InputOptions] = None  # preprocessing of raw --data files (scale, offset, image size...)
+    task: Optional[str] = None  # classification | regression | autoencoder (default: the run's, else classification)
 
 
 @contextlib.contextmanager
@@ -113,17 +118,6 @@ def _inputs(model: Path, data: Optional[str]) -> List[Path]:
     return paths
 
 
-def _data_record(cfg: ConvertConfig, data: Data) -> Dict[str, Any]:
-    """--data as given (a path made absolute, or a built-in name), the seed and how the held-out split was made."""
-    if data.run_dir is not None:
-        return {"data": str(data.run_dir.resolve()), "seed": cfg.seed, "split": "the training run's test.npz"}
-    arg = cfg.data
-    if arg is not None and Path(arg).exists():
-        arg = str(Path(arg).resolve())
-    return {"data": arg, "seed": cfg.seed,
-            "split": "the dataset's own test split, else 20% held out, stratified by class, seeded"}
-
-
 def _versions() -> Dict[str, str]:
     from ..core.tfenv import package_versions
 
@@ -152,7 +146,10 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
         if name not in {r.value for r in cfg.recipes}:
             raise UsageError(f"options given for recipe {name!r}, which is not being converted "
                              f"(converting: {', '.join(r.value for r in cfg.recipes)}).")
-    data = resolve_data(model, cfg.data, cfg.seed)
+    data = load_convert_data(model, cfg.data, cfg.seed, cfg.inputs, cfg.eval, cfg.task)
+    recipes, no_labels = split_fine_tuning(cfg.recipes, data, cfg.explicit)
+    for name, why in no_labels.items():
+        progress(f"note: skipped {name}: it {why}")
     skipped = skipped_summary(data.notes)
     if skipped:  # on screen: a folder of mostly unreadable files should not pass silently
         progress(skipped)
@@ -162,7 +159,8 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
     try:
         write_marker(work, "convert")
-        np.savez(work / "data.npz", calibration=calib, x_train=data.x_train, y_train=data.y_train,
+        np.savez(work / "data.npz", calibration=calib, x_train=data.x_train,
+                 **({"y_train": data.y_train} if data.y_train is not None else {}),
                  **({"x_val": data.x_val, "y_val": data.y_val} if data.x_val is not None else {}))
         np.save(work / "check_inputs.npy", check_x)
         base = {"model": str(model.resolve()), "unsafe": cfg.unsafe, "verbose": cfg.verbose,
@@ -173,11 +171,12 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
             info = pool.submit(worker.probe, dict(base, check_inputs=str(work / "check_inputs.npy"))).result()
         if tuple(info["input_shape"]) != tuple(calib.shape[1:]):
             raise InputError(f"calibration data has samples of shape {tuple(calib.shape[1:])} but the model takes "
-                             f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data.")
+                             f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data."
+                             + shape_hint(cfg.data))
         with staged_dir(cfg.out, cfg.force, "convert", inputs) as tmp:
             futures = {}
             with _pool(cfg.jobs) as pool:
-                for r in cfg.recipes:
+                for r in recipes:
                     spec = RECIPES[r]
                     job = dict(base, recipe=r.value, options=opts[r], data=str(work / "data.npz"),
                                out_path=str(tmp / f"{r.value}{spec.suffix}"), task=data.task, seed=cfg.seed)
@@ -206,7 +205,7 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                             shown.failed(r.value, failures[r])
                 finally:
                     shown.close()
-            skipped = {}
+            skipped = {name: f"it {why}" for name, why in no_labels.items()}
             if failures and not cfg.explicit and results:
                 # the default "all" means all that apply: a recipe this model cannot take is skipped, said
                 # loudly and recorded in the manifest; crashes and bad input still fail the run
@@ -220,7 +219,7 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                 raise EdgeportError(f"{len(failures)} recipe(s) failed, nothing was written. {lines} "
                                     f"Converted fine: {', '.join(ok) or 'none'}; re-run with --recipes "
                                     "listing only those, or fix the model.")
-            done = [r for r in cfg.recipes if r in results]
+            done = [r for r in recipes if r in results]
             np.save(tmp / "check_inputs.npy", check_x)
             np.save(tmp / "check_keras.npy", info["check_outputs"])
             artifacts = [_describe(tmp / f"{r.value}{RECIPES[r].suffix}", RECIPES[r], tmp, r.value, results[r],
@@ -233,9 +232,9 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                         "kind": info["kind"], "input_shape": info["input_shape"],
                         "run_dir": str(data.run_dir.resolve()) if data.run_dir else None,
                         # what parity needs to re-create the held-out split without the user repeating --data
-                        "data": _data_record(cfg, data)},
+                        "data": data_record(cfg.data, data, cfg.seed, cfg.inputs, cfg.eval)},
                 calibration={"source": f"training split of {data.source}", "count": int(len(calib)),
-                             "seed": cfg.seed, "stratified": True},
+                             "seed": cfg.seed, "stratified": data.labelled, "random": True},
                 toolchain=_versions(), check={"inputs": "check_inputs.npy", "keras_outputs": "check_keras.npy"},
                 default_artifact=default, skipped=skipped,
                 created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
