@@ -48,6 +48,7 @@ class ArtifactParity:
     delta_low_pp: Optional[float] = None  # one-sided confidence bounds on delta_pp
     delta_high_pp: Optional[float] = None
     diagnosis: Optional[Dict[str, Any]] = None
+    output: Optional[str] = None  # models with several outputs: which output this row gates
 
     @property
     def passed(self) -> bool:
@@ -155,6 +156,12 @@ def _eval_data(manifest, data: Optional[str], eval_path: Optional[str] = None):
         if arg and Path(arg).is_absolute() and not Path(arg).exists():
             raise InputError(f"the bundle was converted with {what} {arg}, which is gone; pass {what} with the "
                              "same data to re-create its held-out split.")
+    ins = manifest.source.get("inputs") or []
+    if len(ins) > 1:
+        from ..convert.multiio import load_multi_data
+
+        return load_multi_data(data or recorded.get("data"), [(n, tuple(s)) for n, s in ins], seed, eval_path,
+                               manifest.task)
     if data:
         return resolve_data(model, data, seed, opts, eval_path, model_shape=shape)
     if recorded.get("data"):
@@ -203,10 +210,11 @@ def _class_drop_check(top, ktop, labels, class_names, gate: Gate) -> gs.Check:
 
 
 def _compare(art, backend: str, y: np.ndarray, ref: np.ndarray, labels: np.ndarray, task: str, x: np.ndarray,
-             gate: Gate, class_names: List[str]) -> ArtifactParity:
+             gate: Gate, class_names: List[str], out_index: int = 0) -> ArtifactParity:
     spec = RECIPES[Recipe(art.recipe)]
     diff = np.abs(y - ref)
-    out_scale = art.outputs[0].scale if art.outputs[0].quantized else None
+    out = art.outputs[out_index]
+    out_scale = out.scale if out.quantized else None
     with np.errstate(invalid="ignore"):
         steps = float(diff.max() / out_scale) if out_scale else None
     bad_art, bad_ref = _nonfinite(y), _nonfinite(ref)
@@ -269,19 +277,30 @@ def _compare(art, backend: str, y: np.ndarray, ref: np.ndarray, labels: np.ndarr
     return p
 
 
+def _feed(m, x: np.ndarray):
+    """Packed samples of a several-input model (see edgeport.convert.multiio) as a list in input order."""
+    if len(m.inputs) < 2:
+        return x
+    from ..convert.multiio import unpack
+
+    return unpack(x, [s.shape[1:] for s in m.inputs])
+
+
 def runnable_backends(fmt: str) -> List[str]:
     """Installed backends that run ``fmt`` artifacts, in preference order."""
     return [n for n in rt_backends.installed_backends() if rt_backends.BACKENDS[n].format == fmt]
 
 
 def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dict[str, Dict]] = None,
-           diagnose: bool = True, write: bool = True, eval_path: Optional[str] = None) -> ParityReport:
+           diagnose: bool = True, write: bool = True, eval_path: Optional[str] = None,
+           label_output: Optional[str] = None) -> ParityReport:
     """Compare every artifact of ``bundle`` with the Keras original on the whole held-out test set.
 
     Args:
         bundle: bundle directory written by `edgeport convert`.
         data: the training run (or dataset) to evaluate on; default: the run the bundle was converted from.
         eval_path: labelled samples to measure accuracy on (default: the --eval `convert` recorded, if any).
+        label_output: several outputs: the one the labels belong to (default: as converted, else the first).
         gate_overrides: {recipe: {gate key: value}} replacing the recipe table's thresholds.
         diagnose: run the layer-wise int8 diagnosis for failing int8 artifacts.
         write: store parity.json in the bundle and each artifact's result in manifest.json.
@@ -296,19 +315,35 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     ref = _source_outputs(man, x)
     gates = gates_from_config(gate_overrides or {})
     results = []
+    outputs = [n for n, _ in man.source.get("outputs") or []]
+    label_output = label_output or man.source.get("label_output") or (outputs[0] if outputs else None)
+    if outputs and label_output not in outputs:
+        raise unknown_name("--label-output", label_output, outputs)
     for art in man.artifacts:
         gate = gates[Recipe(art.recipe)]
         for backend in runnable_backends(art.format):
             with er.load(bdir, backend=backend, artifact=art.name) as m:
-                y = m.predict(x)
-            results.append(_compare(art, backend, y, ref, labels, man.task, x, gate, man.labels))
+                y = m.predict(_feed(m, x))
+            if not isinstance(ref, list):
+                results.append(_compare(art, backend, y, ref, labels, man.task, x, gate, man.labels))
+                continue
+            for j, name in enumerate(outputs):  # every output gated: accuracy on the labelled one, fidelity else
+                lab = labels if name == label_output else None
+                p = _compare(art, backend, y[j], ref[j], lab, man.task, x, gate, man.labels, j)
+                p.output = name
+                results.append(p)
     if not results:
         raise UsageError(f"{bundle}: no installed backend can run any artifact; install ai-edge-litert or "
                          "onnxruntime.")
+    if isinstance(ref, list):
+        ref = ref[outputs.index(label_output)]
+        results_main = [p for p in results if p.output == label_output]
+    else:
+        results_main = results
     if man.task == "autoencoder":
         kmetric = {"metric": "reconstruction_mse", "value": float(np.mean((ref - x.reshape(len(x), -1)) ** 2))}
     elif labels is None:
-        kmetric = {"metric": results[0].metric, "value": results[0].keras_value}
+        kmetric = {"metric": results_main[0].metric, "value": results_main[0].keras_value}
     else:
         kmetric = {"metric": "accuracy", "value": float((ref.argmax(1) == labels).mean())}
     report = ParityReport(str(bdir), man.task, int(len(x)), kmetric, results,
@@ -319,12 +354,13 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
         from .diagnose import diagnose_int8
 
         for p in results:
-            if p.failures and RECIPES[Recipe(p.recipe)].quantization == "int8" and p.recipe.startswith("tflite"):
+            if (p.failures and RECIPES[Recipe(p.recipe)].quantization == "int8" and p.recipe.startswith("tflite")
+                    and p.output is None):  # the layer-wise diagnosis runs single-input/output models
                 p.diagnosis = diagnose_int8(bdir, man, man.artifact(p.name), d, x)
     if write:  # manifest first, parity.json last: make sees parity.json as newer than the manifest
         for art in man.artifacts:
             mine = [p for p in results if p.name == art.name]
-            art.parity = {p.backend: {"passed": p.passed, "outcome": p.outcome, "metric": p.metric, "value": p.value,
+            art.parity = {p.backend if p.output is None else f"{p.backend}/{p.output}": {"passed": p.passed, "outcome": p.outcome, "metric": p.metric, "value": p.value,
                                       "delta_pp": p.delta_pp, "agreement": p.agreement,
                                       "max_abs_diff": p.max_abs_diff} for p in mine}
         write_manifest(bdir, man)

@@ -11,6 +11,8 @@ def parity_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="training run directory or dataset to evaluate on (default: the bundle's run)")
     p.add_argument("--eval", help="labelled samples to measure accuracy on (default: the --eval the bundle was "
                                   "converted with; without labels parity measures fidelity only)")
+    p.add_argument("--label-output", help="models with several outputs: the output the labels belong to "
+                                          "(default: the one named at convert, else the first)")
     p.add_argument("--config", help="TOML with [parity.gates.RECIPE] tables overriding max_drop_pp, "
                                     "min_agreement, max_class_drop_pp, max_abs_diff, max_mse_ratio, confidence")
     p.add_argument("--no-diagnose", action="store_true", help="skip the layer-wise diagnosis of failing int8 "
@@ -30,7 +32,8 @@ def _print_artifact(a) -> None:
     else:
         extra = f"Keras {a.keras_value:.5g}"
     steps = f", {a.max_diff_output_steps:.1f} output steps" if a.max_diff_output_steps is not None else ""
-    print(f" {_MARK[a.outcome]} {a.name:<20} [{a.backend}] {a.metric} {a.value:.4f} ({extra}), max |diff| "
+    out = f" output {a.output}" if a.output else ""
+    print(f" {_MARK[a.outcome]} {a.name:<20} [{a.backend}]{out} {a.metric} {a.value:.4f} ({extra}), max |diff| "
           f"{a.max_abs_diff:.2e}{steps}")
     for f in a.failures:
         print(f"     FAIL: {f}")
@@ -54,7 +57,7 @@ def parity_main(args) -> int:
         conf = load_config(args.config, ["gates"], section="parity")
         gates = conf.get("gates", {})
     rep = parity(args.bundle, data=args.data, gate_overrides=gates, diagnose=not args.no_diagnose,
-                 eval_path=args.eval)
+                 eval_path=args.eval, label_output=args.label_output)
     counts = rep.counts()
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))

@@ -7,14 +7,15 @@ import time
 from .recipes import DEFAULT_RECIPES
 
 _CONVERT_KEYS = ("recipes", "calibration", "data", "seed", "jobs", "options", "eval", "input_scale",
-                 "input_offset", "image_size", "channels", "layout", "no_labels", "task", "label_column")
+                 "input_offset", "image_size", "channels", "layout", "no_labels", "task", "label_column", "label_output")
 # The type each [convert] key takes in a TOML file (checked before anything runs).
 _CONVERT_TYPES = {"recipes": (str, ("list", str)), "calibration": int, "data": str, "seed": int, "jobs": int,
                   "options": dict, "eval": str, "input_scale": float, "input_offset": float,
                   "image_size": (str, ("list", int)), "channels": int, "layout": str, "no_labels": bool,
-                  "task": str, "label_column": str}
+                  "task": str, "label_column": str, "label_output": str}
 # Options that only describe the data: given on the command line they override the TOML file.
-_DATA_KEYS = ("eval", "input_scale", "input_offset", "image_size", "channels", "layout", "task", "label_column")
+_DATA_KEYS = ("eval", "input_scale", "input_offset", "image_size", "channels", "layout", "task", "label_column",
+              "label_output")
 
 
 def convert_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +43,8 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
     a("--task", help="classification, regression or autoencoder: how parity compares outputs (default: the "
                      "training run's, else classification)")
     a("--label-column", help="the CSV column holding labels (default: the last one, if it holds classes)")
+    a("--label-output", help="models with several outputs: the output the labels belong to (accuracy is measured "
+                             "on it, fidelity on the others; default: the first)")
     a("--seed", type=int, help="seed for calibration sampling and fine-tuning (default 0)")
     a("--jobs", type=int, help="recipes converted in parallel, one process each (default 1)")
     a("--config", help="TOML file: keys recipes, calibration, data, seed, jobs under [convert], and per-recipe "
@@ -81,7 +84,8 @@ def convert_main(args) -> int:
                         calibration=int(conf.get("calibration", 300)), data=conf.get("data"),
                         seed=int(conf.get("seed", 0)), options=dict(conf.get("options", {})), jobs=jobs,
                         unsafe=args.unsafe_load, force=args.force, verbose=args.verbose,
-                        eval=conf.get("eval"), inputs=_input_options(conf), task=conf.get("task"))
+                        eval=conf.get("eval"), inputs=_input_options(conf), task=conf.get("task"),
+                        label_output=conf.get("label_output"))
     t0 = time.perf_counter()
     n = len(cfg.recipes)
     print(f"converting {args.model} -> {args.out} ({n} recipe{'' if n == 1 else 's'})", flush=True)

@@ -75,3 +75,12 @@ def sample_shape(path: Path) -> Optional[Shape]:
     """The single input's sample shape (None when unknown or the model has several inputs)."""
     specs = input_specs(path)
     return specs[0][1] if specs and len(specs) == 1 and -1 not in specs[0][1] else None
+
+
+def model_outputs(path: Path) -> Optional[List[str]]:
+    """Names of the model's outputs when it has several (None: one output, or unknown)."""
+    config = _config(Path(path))
+    order = ((config or {}).get("config") or {}).get("output_layers")
+    if not order or not isinstance(order, list) or not isinstance(order[0], list) or len(order) < 2:
+        return None
+    return [str(o[0]) for o in order if isinstance(o, list) and o]

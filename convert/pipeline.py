@@ -30,6 +30,8 @@ from ..data.run import calibration_samples
 from ..data.unlabeled import InputOptions
 from .progress import ConvertProgress
 from .recipes import RECIPES, Recipe, recipe_options
+from .modelshape import model_outputs
+from .multiio import predict_packed
 from .sampledata import data_record, load_convert_data, shape_hint, split_fine_tuning
 
 WORK_PREFIX = "edgeport-convert-"  # temp work dirs (hold a copy of the training data; always removed)
@@ -62,6 +64,7 @@ class ConvertConfig:
     eval: Optional[str] = None  # labelled set parity measures accuracy on (then all of --data calibrates)
     inputs: Optional[InputOptions] = None  # preprocessing of raw --data files (scale, offset, image size...)
     task: Optional[str] = None  # classification | regression | autoencoder (default: the run's, else classification)
+    label_output: Optional[str] = None  # several outputs: the one labels belong to (default: the first)
 
 
 @contextlib.contextmanager
@@ -92,7 +95,7 @@ def _describe(path: Path, spec, bundle_dir: Path, name: str, extra: Dict[str, An
               ) -> Artifact:
     """Describe an exported file through edgeport-runtime and store its outputs on the check inputs."""
     with rt_load(path, num_threads=1) as m:
-        check_out = m.predict(check_x)
+        check_out = predict_packed(m, check_x)
     np.save(bundle_dir / f"check_{name}.npy", check_out)
     data = path.read_bytes()
     return Artifact(name=name, path=path.name, format=spec.format, recipe=spec.recipe.value,
@@ -147,6 +150,11 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
             raise UsageError(f"options given for recipe {name!r}, which is not being converted "
                              f"(converting: {', '.join(r.value for r in cfg.recipes)}).")
     data = load_convert_data(model, cfg.data, cfg.seed, cfg.inputs, cfg.eval, cfg.task)
+    if cfg.label_output is not None and model_outputs(model) is not None and \
+            cfg.label_output not in model_outputs(model):
+        from edgeport_runtime.errors import unknown_name
+
+        raise unknown_name("--label-output", cfg.label_output, model_outputs(model))
     recipes, no_labels = split_fine_tuning(cfg.recipes, data, cfg.explicit)
     for name, why in no_labels.items():
         progress(f"note: skipped {name}: it {why}")
@@ -230,6 +238,8 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                 # absolute paths: parity and bench find the Keras original from any working directory
                 source={"path": str(model.resolve()), "sha256": sha256_file(model) if model.is_file() else None,
                         "kind": info["kind"], "input_shape": info["input_shape"],
+                        **({"inputs": info["inputs"], "outputs": info["outputs"], "label_output": cfg.label_output}
+                           if info.get("inputs") else {}),
                         "run_dir": str(data.run_dir.resolve()) if data.run_dir else None,
                         # what parity needs to re-create the held-out split without the user repeating --data
                         "data": data_record(cfg.data, data, cfg.seed, cfg.inputs, cfg.eval)},

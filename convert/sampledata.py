@@ -13,7 +13,8 @@ from edgeport_runtime.errors import UsageError
 
 from ..data.run import Data, resolve_data
 from ..data.unlabeled import InputOptions
-from .modelshape import sample_shape
+from .modelshape import input_specs, sample_shape
+from .multiio import load_multi_data
 from .recipes import RECIPES, Recipe
 
 TASKS = ("classification", "regression", "autoencoder")
@@ -27,7 +28,11 @@ def load_convert_data(model: Path, data: Optional[str], seed: int, inputs: Optio
     """The splits convert calibrates on (and parity later re-creates), with the model's shape as defaults."""
     if task is not None and task not in TASKS:
         raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {task!r}.")
-    d = resolve_data(model, data, seed, inputs, eval_path, model_shape=sample_shape(model))
+    specs = input_specs(model)
+    if specs is not None and len(specs) > 1:
+        d = load_multi_data(data, specs, seed, eval_path, task or "classification")
+    else:
+        d = resolve_data(model, data, seed, inputs, eval_path, model_shape=sample_shape(model))
     if task is not None:
         d.task = task
     return d

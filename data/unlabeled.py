@@ -145,6 +145,17 @@ def _x_only_npz(path: Path) -> np.ndarray:
         return z[key]
 
 
+def _test_only_npz(path: Path) -> Dataset:
+    """An .npz holding only x_test/y_test (a labelled evaluation set)."""
+    with np.load(path, allow_pickle=False) as z:
+        x, y = _numeric_samples(z["x_test"], f"{path} x_test"), z["y_test"]
+    y, names = ds_mod._labels_to_int(y, f"{path} y_test")
+    if len(y) != len(x):
+        raise InputError(f"{path}: {len(x)} test samples but {len(y)} test labels.")
+    kind = {2: "tabular", 3: "sequence", 4: "image"}.get(x.ndim, "tabular")
+    return Dataset(path.stem, x, y, names, kind=kind, preprocessing={"input_scale": 1.0, "input_offset": 0.0})
+
+
 def _numeric_samples(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype.kind not in "fiub":
         raise InputError(f"{where}: samples must be numeric, got dtype {x.dtype}.")
@@ -290,6 +301,8 @@ def load_samples(name_or_path: str, opts: Optional[InputOptions] = None, seed: i
                                        opts, 1.0)
         elif suffix == ".npz":
             keys = _npz_keys(path)
+            if {"x_test", "y_test"} <= set(keys) and not ({"x_train", "x"} & set(keys)):
+                return _to_layout(_rescale_labelled(_test_only_npz(path), opts), opts)  # an --eval set
             if opts.labels == "none" or not ({"y_train", "y"} & set(keys)):
                 if not ({"x_train", "x"} & set(keys)):
                     raise InputError(f"{path}: no x_train or x array (found {sorted(keys)}); expected x_train "

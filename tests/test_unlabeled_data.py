@@ -136,3 +136,10 @@ def test_parse_image_size():
     assert parse_image_size("96x64") == (96, 64) and parse_image_size("32") == (32, 32)
     with pytest.raises(UsageError, match="HEIGHTxWIDTH"):
         parse_image_size("big")
+
+
+def test_eval_npz_with_only_test_arrays_is_labelled(tmp_path):
+    np.savez(tmp_path / "e.npz", x_test=np.full((4, 2), 255, np.uint8), y_test=np.array([0, 1, 0, 1]))
+    ds = load_samples(str(tmp_path / "e.npz"), InputOptions(input_scale=1 / 255))
+    assert ds.y.tolist() == [0, 1, 0, 1]
+    np.testing.assert_allclose(ds.x, 1.0, rtol=1e-6)
