@@ -26,7 +26,9 @@ _MARK = {"pass": "\u2713", "fail": "\u2717", "inconclusive": "?"}
 
 
 def _print_artifact(a) -> None:
-    if a.delta_pp is not None:
+    if a.delta_pp is None and a.agreement is not None:  # no labels: agreement is the measure
+        extra = "fidelity only"
+    elif a.delta_pp is not None:
         extra = (f"delta {a.delta_pp:+.2f} pp [{a.delta_low_pp:+.2f}, {a.delta_high_pp:+.2f}], "
                  f"agreement {a.agreement:.2%}")
     else:
@@ -63,11 +65,12 @@ def parity_main(args) -> int:
         print(json.dumps(rep.to_dict(), indent=2))
     else:
         k = rep.keras
-        print(f"Keras {k['metric']}: {k['value']:.4f} on {rep.samples} held-out samples "
-              "(deltas in pp with one-sided 95% bounds; one sample is "
-              f"{100 / rep.samples:.2g} pp)")
-        if rep.note:
-            print(rep.note)
+        if rep.accuracy_measured:
+            print(f"Keras {k['metric']}: {k['value']:.4f} on {rep.samples} held-out samples "
+                  "(deltas in pp with one-sided 95% bounds; one sample is "
+                  f"{100 / rep.samples:.2g} pp)")
+        else:
+            print(f"{rep.note[0].upper()}{rep.note[1:]}, on {rep.samples} held-back samples calibration did not use.")
         for a in rep.artifacts:
             _print_artifact(a)
         print(f"parity: {counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} inconclusive")

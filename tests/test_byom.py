@@ -89,11 +89,15 @@ def test_convert_unlabeled_class_sorted_npy_passes_int8_parity(byom, cli):
     assert man.artifact("tflite-int8").inputs[0].dtype == "int8"
     code, stdout, err, rep = _parity(cli, out)
     assert code == 0, stdout + err
-    assert rep["accuracy_measured"] is False and "accuracy not measured" in stdout
+    assert rep["accuracy_measured"] is False and "accuracy not measured" in stdout.lower()
     int8 = next(a for a in rep["artifacts"] if a["name"] == "tflite-int8")
     assert int8["metric"] == "agreement" and int8["delta_pp"] is None and int8["outcome"] == "pass"
-    # the held-back inputs are 20% of the file: int8 agreement on them recomputed here from tf_keras itself
-    assert rep["samples"] == 120
+    assert rep["samples"] == 120  # 20% of the 600 held back
+    # independently of parity's split: int8 top-1 agrees with tf_keras itself on all 600 images (the gate's 97%)
+    x = byom["x"].astype(np.float32) / 255.0
+    with er.load(out, artifact="tflite-int8") as m:
+        agree = np.mean(m.predict(x).argmax(1) == byom["model"].predict(x, verbose=0).argmax(1))
+    assert agree >= 0.97
 
 
 def test_convert_with_eval_measures_accuracy_on_it(byom, cli):
