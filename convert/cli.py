@@ -25,8 +25,8 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
     a("--out", required=True, help="bundle directory to create (model files + manifest.json)")
     a("--recipes", help=f"comma-separated recipes or 'all' (default: all that apply to the model; a named recipe "
                         f"that fails fails the run): {', '.join(DEFAULT_RECIPES)}")
-    a("--calibration", type=int, help="representative samples for int8, stratified from training data "
-                                      "(default 300)")
+    a("--calibration", type=int, help="representative samples for int8, drawn at random (seeded) from the "
+                                      "training data, stratified by class when labelled (default 300)")
     a("--data", help="training run directory, dataset name or path for calibration/fine-tuning (default: the "
                      "run directory MODEL sits in)")
     a("--eval", help="labelled samples parity measures accuracy on (npz x_test/y_test, image folder with class "
@@ -47,8 +47,9 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
                              "on it, fidelity on the others; default: the first)")
     a("--seed", type=int, help="seed for calibration sampling and fine-tuning (default 0)")
     a("--jobs", type=int, help="recipes converted in parallel, one process each (default 1)")
-    a("--config", help="TOML file: keys recipes, calibration, data, seed, jobs under [convert], and per-recipe "
-                       "options as [convert.options.RECIPE] tables (e.g. sparsity = 0.8)")
+    a("--config", help="TOML file: under [convert] the long options as keys (recipes, calibration, data, eval, "
+                       "input_scale, image_size, no_labels, ...), and per-recipe options as "
+                       "[convert.options.RECIPE] tables (e.g. sparsity = 0.8)")
     a("--unsafe-load", action="store_true", help="allow the model file to run code (Lambda layers, custom "
                                                   "objects); only for files you trust")
     a("--force", action="store_true", help="replace --out if it exists")

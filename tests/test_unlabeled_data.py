@@ -143,3 +143,16 @@ def test_eval_npz_with_only_test_arrays_is_labelled(tmp_path):
     ds = load_samples(str(tmp_path / "e.npz"), InputOptions(input_scale=1 / 255))
     assert ds.y.tolist() == [0, 1, 0, 1]
     np.testing.assert_allclose(ds.x, 1.0, rtol=1e-6)
+
+
+def test_toml_input_options_reach_the_loader(tmp_path):
+    from edgeport.convert.cli import _input_options
+
+    opts = _input_options({"input_scale": 1, "image_size": [48, 64], "no_labels": True, "layout": "NCHW"})
+    assert opts == InputOptions(input_scale=1.0, image_size=(48, 64), layout="NCHW", labels="none")
+
+
+def test_toml_input_option_of_wrong_type_exits_2(tmp_path, cli):
+    (tmp_path / "c.toml").write_text('[convert]\ninput_scale = "tiny"\n')
+    code, _, err = cli("convert", tmp_path / "m.keras", "--out", tmp_path / "o", "--config", tmp_path / "c.toml")
+    assert code == 2 and "input-scale must be a number" in err
