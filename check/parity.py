@@ -136,37 +136,49 @@ _GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
                  "confidence": "it is a one-sided confidence level (0.95 = 95%)"}
 
 
+def _rec(section, key: str, default=None):
+    """``key`` of a manifest section, whether it is a plain dict or a typed section (keys it does not know are
+    kept in its ``extra``); ``default`` when absent or None."""
+    if isinstance(section, dict):
+        v = section.get(key)
+    else:
+        v = getattr(section, key, None)
+        if v is None:
+            v = (getattr(section, "extra", None) or {}).get(key)
+    return default if v is None else v
+
+
 def _eval_data(manifest, data: Optional[str], eval_path: Optional[str] = None):
     """The held-out split: --eval / --data, else the training run or the data source, seed, preprocessing
     options and --eval that `convert` recorded."""
     from ..data.run import load_run_data, resolve_data
     from ..data.unlabeled import InputOptions
 
-    recorded = manifest.source.get("data") or {}
-    run_dir = data or manifest.source.get("run_dir")
+    recorded = _rec(manifest.source, "data") or {}
+    run_dir = data or _rec(manifest.source, "run_dir")
     if eval_path is None and run_dir and Path(run_dir).is_dir() and (Path(run_dir) / "train.json").is_file():
         return load_run_data(Path(run_dir))
-    model = Path(manifest.source.get("path", "model"))
-    opts = InputOptions.from_record(recorded.get("inputs"))
-    shape = manifest.source.get("input_shape")
+    model = Path(_rec(manifest.source, "path", "model"))
+    opts = InputOptions.from_record(_rec(recorded, "inputs"))
+    shape = _rec(manifest.source, "input_shape")
     shape = tuple(shape) if isinstance(shape, list) and all(isinstance(d, int) for d in shape) else None
-    seed = int(recorded.get("seed", 0))
-    eval_path = eval_path or recorded.get("eval")
-    for what, arg in (("--eval", eval_path), ("--data", data or recorded.get("data"))):
+    seed = int(_rec(recorded, "seed", 0))
+    eval_path = eval_path or _rec(recorded, "eval")
+    for what, arg in (("--eval", eval_path), ("--data", data or _rec(recorded, "data"))):
         if arg and Path(arg).is_absolute() and not Path(arg).exists():
             raise InputError(f"the bundle was converted with {what} {arg}, which is gone; pass {what} with the "
                              "same data to re-create its held-out split.")
-    ins = manifest.source.get("inputs") or []
+    ins = _rec(manifest.source, "inputs") or []
     if len(ins) > 1:
         from ..convert.multiio import load_multi_data
 
-        return load_multi_data(data or recorded.get("data"), [(n, tuple(s)) for n, s in ins], seed, eval_path,
+        return load_multi_data(data or _rec(recorded, "data"), [(n, tuple(s)) for n, s in ins], seed, eval_path,
                                manifest.task)
     if data:
         return resolve_data(model, data, seed, opts, eval_path, model_shape=shape)
-    if recorded.get("data"):
+    if _rec(recorded, "data"):
         # same argument, seed and options as `convert`: the same held-out split
-        return resolve_data(model, recorded["data"], seed, opts, eval_path, model_shape=shape)
+        return resolve_data(model, _rec(recorded, "data"), seed, opts, eval_path, model_shape=shape)
     raise UsageError("the bundle does not name its training run or data; pass --data RUN_DIR or the dataset it "
                      "was converted with.")
 
@@ -315,8 +327,8 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     ref = _source_outputs(man, x)
     gates = gates_from_config(gate_overrides or {})
     results = []
-    outputs = [n for n, _ in man.source.get("outputs") or []]
-    label_output = label_output or man.source.get("label_output") or (outputs[0] if outputs else None)
+    outputs = [n for n, _ in _rec(man.source, "outputs", [])]
+    label_output = label_output or _rec(man.source, "label_output") or (outputs[0] if outputs else None)
     if outputs and label_output not in outputs:
         raise unknown_name("--label-output", label_output, outputs)
     for art in man.artifacts:
