@@ -18,9 +18,12 @@ from edgeport_runtime import backends as rt_backends
 from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
 
-from . import gate_stats as gs
-from .fidelity import ACCURACY_NOT_MEASURED, fidelity
 from ..convert.recipes import RECIPES, Gate, Recipe
+from ..convert.source import load_source
+from ..data.run import is_run_dir, load_run_data, resolve_data
+from . import gate_stats as gs
+from .diagnose import diagnose_int8
+from .fidelity import ACCURACY_NOT_MEASURED, fidelity
 
 WORST = 10  # disagreeing samples listed per artifact
 
@@ -151,12 +154,11 @@ def _rec(section, key: str, default=None):
 def _eval_data(manifest, data: Optional[str], eval_path: Optional[str] = None):
     """The held-out split: --eval / --data, else the training run or the data source, seed, preprocessing
     options and --eval that `convert` recorded."""
-    from ..data.run import load_run_data, resolve_data
     from ..data.unlabeled import InputOptions
 
     recorded = _rec(manifest.source, "data") or {}
     run_dir = data or _rec(manifest.source, "run_dir")
-    if eval_path is None and run_dir and Path(run_dir).is_dir() and (Path(run_dir) / "train.json").is_file():
+    if eval_path is None and run_dir and is_run_dir(Path(run_dir)):
         return load_run_data(Path(run_dir))
     model = Path(_rec(manifest.source, "path", "model"))
     opts = InputOptions.from_record(_rec(recorded, "inputs"))
@@ -184,9 +186,7 @@ def _eval_data(manifest, data: Optional[str], eval_path: Optional[str] = None):
 
 
 def _source_outputs(manifest, x: np.ndarray) -> np.ndarray:
-    from ..convert.source import load_source
-
-    path = manifest.source.get("path")
+    path = manifest.source.path
     if not path or not Path(path).exists():
         raise InputError(f"the bundle's source model {path!r} is gone; parity compares with the Keras original, "
                          "so keep it (or re-run `edgeport convert`).")
@@ -363,8 +363,6 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     if labels is None and man.task != "autoencoder":
         report.accuracy_measured, report.note = False, ACCURACY_NOT_MEASURED
     if diagnose:
-        from .diagnose import diagnose_int8
-
         for p in results:
             if (p.failures and RECIPES[Recipe(p.recipe)].quantization == "int8" and p.recipe.startswith("tflite")
                     and p.output is None):  # the layer-wise diagnosis runs single-input/output models

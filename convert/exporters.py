@@ -1,13 +1,18 @@
 """One exporter per recipe family, all with the signature ``export(job, spec, opts, out_path) -> dict``.
 
+:data:`EXPORTERS` maps every :class:`~edgeport.convert.recipes.Recipe` to its exporter (a new recipe adds its row
+to the recipe table and its entry here).
+
 ``job`` is an :class:`edgeport.convert.worker.Job` (source model, calibration and fine-tuning data); the returned
 dict is extra metadata for the manifest (e.g. sparsity). These run inside a child process (see worker.py).
 """
 from __future__ import annotations
 
+import logging
 import re
+import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -15,6 +20,7 @@ from edgeport_runtime.errors import EdgeportError
 from edgeport_runtime.manifest import atomic_write_bytes
 
 from ..core import tfenv
+from .bridge import bridge_model, import_tfmot
 from .recipes import Recipe, RecipeSpec, still_working
 
 
@@ -110,8 +116,6 @@ def export_tflite(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
     from_keras_model gives, which prints a SavedModel banner per call; a concrete function over a Keras 3 model
     keeps resource variables and int8 calibration then fails with READ_VARIABLE); SavedModels convert directly; tf_keras models through a concrete function.
     """
-    import tempfile
-
     src = job.source
     with tempfile.TemporaryDirectory() as d:
         if src.kind == "keras":
@@ -162,8 +166,6 @@ def _fine_tune(job, model, opts, callbacks=()):
 
 def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
     """tflite-int8-qat: bridge to tf_keras, tfmot quantize_model, fine-tune, convert to full int8."""
-    from .bridge import bridge_model, import_tfmot
-
     _single_io_only(job, spec)
     tfmot = import_tfmot()
     base = bridge_model(job.source)
@@ -203,8 +205,6 @@ def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
     EXPERIMENTAL_SPARSITY is deliberately not used (its DENSIFY ops fail under LiteRT's default XNNPACK delegate, and tf2onnx cannot convert them): the .tflite keeps
     its size and the saving shows in gzip size.
     """
-    from .bridge import bridge_model, import_tfmot
-
     _single_io_only(job, spec)
     tfmot = import_tfmot()
     s = float(opts["sparsity"])
@@ -244,8 +244,6 @@ def _single_io_only(job, spec: RecipeSpec) -> None:
 
 
 def _onnx_fp32_bytes(job) -> bytes:
-    import logging
-
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
@@ -279,8 +277,6 @@ def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path
     QDQ rather than QOperator (~5x faster on x86) and onnxruntime's own quantizer rather than tf2onnx's
     from_tflite (~6x faster at run time), both measured with onnxruntime 1.31 on x86_64.
     """
-    import tempfile
-
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -314,3 +310,18 @@ def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path
                                   "onnx-fp32 still works.") from None
         atomic_write_bytes(out_path, tmp_out.read_bytes())
     return {"format": "QDQ", "per_channel": True}
+
+
+Exporter = Callable[[Any, RecipeSpec, Dict[str, Any], Path], Dict[str, Any]]
+
+#: The exporter of each recipe, keyed like the recipe table (the worker calls ``EXPORTERS[job.recipe]``).
+EXPORTERS: Dict[Recipe, Exporter] = {
+    Recipe.TFLITE_FP32: export_tflite,
+    Recipe.TFLITE_FP16: export_tflite,
+    Recipe.TFLITE_DYNAMIC: export_tflite,
+    Recipe.TFLITE_INT8: export_tflite,
+    Recipe.TFLITE_INT8_QAT: export_qat,
+    Recipe.TFLITE_INT8_PRUNED: export_pruned,
+    Recipe.ONNX_FP32: export_onnx_fp32,
+    Recipe.ONNX_INT8: export_onnx_int8,
+}

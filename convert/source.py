@@ -18,6 +18,7 @@ import numpy as np
 from edgeport_runtime.errors import ModelLoadError, UsageError
 
 from ..core import tfenv
+from .opscan import check_saved_model
 
 # Layer classes a legacy .h5 may hold without being treated as code (everything tf.keras ships as plain layers).
 _CODE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
@@ -293,8 +294,6 @@ def _load_saved_model(path: Path, unsafe: bool = False) -> Source:
     if not (path / "saved_model.pb").is_file():
         raise ModelLoadError(f"{path}: a directory without saved_model.pb; expected a TensorFlow SavedModel.")
     if not unsafe:
-        from .opscan import check_saved_model
-
         check_saved_model(path)  # before TensorFlow runs anything from the file
     if (path / "keras_metadata.pb").is_file():
         src = _load_tf_keras_saved_model(path, unsafe)

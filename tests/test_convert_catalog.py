@@ -72,7 +72,7 @@ def _export(tmp_path, model, x, recipe, train=None):
     job = Job(src, x, tx, ty, None, None, "classification", 0)
     spec = RECIPES[recipe]
     out = tmp_path / f"{recipe.value}{spec.suffix}"
-    extra = getattr(exporters, spec.exporter)(job, spec, dict(spec.options, epochs=1), out)
+    extra = exporters.EXPORTERS[recipe](job, spec, dict(spec.options, epochs=1), out)
     return er.load(out, num_threads=1), extra
 
 
