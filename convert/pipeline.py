@@ -278,8 +278,8 @@ def _write_bundle(cfg: ConvertConfig, tmp: Path, model: Path, data: Data, calib:
                       # what parity needs to re-create the held-out split without the user repeating --data
                       data=_data_record(cfg, data),
                       # several inputs/outputs: every tensor in the Keras order, and the labelled output
-                      extra={"inputs": info["inputs"], "outputs": info["outputs"], "label_output": cfg.label_output}
-                      if info.get("inputs") else {}),
+                      inputs=info["inputs"] or None, outputs=info["outputs"] or None,
+                      label_output=cfg.label_output if info["inputs"] else None),
         calibration=Calibration(source=f"training split of {data.source}", count=int(len(calib)), seed=cfg.seed,
                                 stratified=data.labelled, extra={"random": True}),
         toolchain=package_versions(), check=Check(inputs="check_inputs.npy", keras_outputs="check_keras.npy"),

@@ -41,3 +41,24 @@ def test_outputs_single_array_list_or_dict():
 
 def test_plain_name_strips_signature_decoration():
     assert plain_name("serving_default_meta:0") == "meta" and plain_name("cls") == "cls"
+
+
+def test_source_section_types_several_inputs_and_round_trips():
+    from edgeport_runtime.sections import Source
+
+    d = {"path": "/m.keras", "input_shape": [67], "inputs": [["image", [8, 8, 1]], ["meta", [3]]],
+         "outputs": [["cls", [3]], ["score", [1]]], "label_output": "cls",
+         "data": {"data": "/d.npz", "seed": 0, "labelled": False, "accuracy_measured": False,
+                  "inputs": {"input_scale": 0.5}, "eval": None}}
+    src = Source.from_dict(d, "source")
+    assert src.inputs[1] == ["meta", [3]] and src.label_output == "cls" and src.extra == {}
+    assert src.data.labelled is False and src.data.inputs == {"input_scale": 0.5}
+    assert Source.from_dict(src.to_dict(), "source") == src
+
+
+def test_source_section_refuses_malformed_tensor_list():
+    from edgeport_runtime.errors import ModelLoadError
+    from edgeport_runtime.sections import Source
+
+    with pytest.raises(ModelLoadError, match="'inputs' must be a list of \\[name, \\[dims...\\]\\] pairs"):
+        Source.from_dict({"inputs": [["image", "8x8"]]}, "source")
