@@ -84,8 +84,8 @@ def test_convert_unlabeled_class_sorted_npy_passes_int8_parity(byom, cli):
                             "--out", out, "--recipes", "tflite-fp32,tflite-int8", "--calibration", "200")
     assert code == 0, err
     man = er.read_manifest(out)
-    assert man.preprocessing["input_scale"] == pytest.approx(1 / 255)
-    assert man.source["data"]["labelled"] is False and man.calibration["stratified"] is False
+    assert man.preprocessing.input_scale == pytest.approx(1 / 255)
+    assert man.source.data.labelled is False and man.calibration.stratified is False
     assert man.artifact("tflite-int8").inputs[0].dtype == "int8"
     code, stdout, err, rep = _parity(cli, out)
     assert code == 0, stdout + err
@@ -129,9 +129,9 @@ def test_convert_unlabeled_image_folder_records_preprocessing(byom, cli):
     assert code == 0, err
     man = er.read_manifest(out)
     # image size and channels came from the model; 8-bit pixels scaled to [0, 1] by default
-    assert man.preprocessing["image_size"] == [SIZE, SIZE] and man.preprocessing["color"] == "grayscale"
-    assert man.preprocessing["input_scale"] == pytest.approx(1 / 255)
-    assert man.calibration["count"] == 96  # 80% of 120: the other 24 are held back for parity
+    assert man.preprocessing.image_size == [SIZE, SIZE] and man.preprocessing.color == "grayscale"
+    assert man.preprocessing.input_scale == pytest.approx(1 / 255)
+    assert man.calibration.count == 96  # 80% of 120: the other 24 are held back for parity
     x = np.load(out / "check_inputs.npy")
     # the stored check inputs are the PNG pixels / 255 (PNG is lossless)
     originals = byom["x"][::5].reshape(120, -1).astype(np.float32) / 255.0
@@ -165,7 +165,7 @@ def test_convert_csv_without_labels_regression_gates_output_error_ratio(tmp_path
                        "--out", tmp_path / "b", "--recipes", "tflite-int8")
     assert code == 0, err
     man = er.read_manifest(tmp_path / "b")
-    assert man.task == "regression" and man.preprocessing["features"] == ["a", "b", "c", "d"]
+    assert man.task == "regression" and man.preprocessing.features == ["a", "b", "c", "d"]
     code, stdout, err, rep = _parity(cli, tmp_path / "b")
     assert code == 0, stdout + err
     row = rep["artifacts"][0]
