@@ -18,13 +18,13 @@ from edgeport_runtime import backends as rt_backends
 from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.kinds import Format, Quantization
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
-from edgeport_runtime.sections import DataRecord
 
 from ..convert.recipes import RECIPES, Gate, Recipe
 from ..convert.source import load_source
 from ..data.run import is_run_dir, load_run_data, resolve_data
 from . import gate_stats as gs
 from .diagnose import diagnose_int8
+from .fidelity import ACCURACY_NOT_MEASURED, fidelity
 
 WORST = 10  # disagreeing samples listed per artifact
 
@@ -52,6 +52,7 @@ class ArtifactParity:
     delta_low_pp: Optional[float] = None  # one-sided confidence bounds on delta_pp
     delta_high_pp: Optional[float] = None
     diagnosis: Optional[Dict[str, Any]] = None
+    output: Optional[str] = None  # models with several outputs: which output this row gates
 
     @property
     def passed(self) -> bool:
@@ -74,6 +75,8 @@ class ParityReport:
     keras: Dict[str, Any]
     artifacts: List[ArtifactParity]
     gates: Dict[str, Dict[str, Any]]
+    accuracy_measured: bool = True  # False: no labels, fidelity to Keras only
+    note: Optional[str] = None  # said plainly on screen and in the report (e.g. accuracy not measured)
 
     @property
     def passed(self) -> bool:
@@ -137,23 +140,48 @@ _GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
                  "confidence": "it is a one-sided confidence level (0.95 = 95%)"}
 
 
-def _eval_data(manifest, data: Optional[str]):
-    """The held-out split: --data, else the training run or the data source (and seed) `convert` recorded."""
-    recorded = manifest.source.data or DataRecord()
-    seed = int(recorded.seed or 0)
-    run_dir = data or manifest.source.run_dir
-    if run_dir and is_run_dir(Path(run_dir)):
+def _rec(section, key: str, default=None):
+    """``key`` of a manifest section, whether it is a plain dict or a typed section (keys it does not know are
+    kept in its ``extra``); ``default`` when absent or None."""
+    if isinstance(section, dict):
+        v = section.get(key)
+    else:
+        v = getattr(section, key, None)
+        if v is None:
+            v = (getattr(section, "extra", None) or {}).get(key)
+    return default if v is None else v
+
+
+def _eval_data(manifest, data: Optional[str], eval_path: Optional[str] = None):
+    """The held-out split: --eval / --data, else the training run or the data source, seed, preprocessing
+    options and --eval that `convert` recorded."""
+    from ..data.unlabeled import InputOptions
+
+    recorded = _rec(manifest.source, "data") or {}
+    run_dir = data or _rec(manifest.source, "run_dir")
+    if eval_path is None and run_dir and is_run_dir(Path(run_dir)):
         return load_run_data(Path(run_dir))
-    model = Path(manifest.source.path or "model")
+    model = Path(_rec(manifest.source, "path", "model"))
+    opts = InputOptions.from_record(_rec(recorded, "inputs"))
+    shape = _rec(manifest.source, "input_shape")
+    shape = tuple(shape) if isinstance(shape, list) and all(isinstance(d, int) for d in shape) else None
+    seed = int(_rec(recorded, "seed", 0))
+    eval_path = eval_path or _rec(recorded, "eval")
+    for what, arg in (("--eval", eval_path), ("--data", data or _rec(recorded, "data"))):
+        if arg and Path(arg).is_absolute() and not Path(arg).exists():
+            raise InputError(f"the bundle was converted with {what} {arg}, which is gone; pass {what} with the "
+                             "same data to re-create its held-out split.")
+    ins = _rec(manifest.source, "inputs") or []
+    if len(ins) > 1:
+        from ..convert.multiio import load_multi_data
+
+        return load_multi_data(data or _rec(recorded, "data"), [(n, tuple(s)) for n, s in ins], seed, eval_path,
+                               manifest.task)
     if data:
-        return resolve_data(model, data, seed)
-    if recorded.data:
-        arg = recorded.data
-        if Path(arg).is_absolute() and not Path(arg).exists():
-            raise InputError(f"the bundle was converted with --data {arg}, which is gone; pass --data with the same "
-                             "data to re-create its held-out split.")
-        # same argument and seed as `convert`: the same stratified held-out split
-        return resolve_data(model, arg, seed)
+        return resolve_data(model, data, seed, opts, eval_path, model_shape=shape)
+    if _rec(recorded, "data"):
+        # same argument, seed and options as `convert`: the same held-out split
+        return resolve_data(model, _rec(recorded, "data"), seed, opts, eval_path, model_shape=shape)
     raise UsageError("the bundle does not name its training run or data; pass --data RUN_DIR or the dataset it "
                      "was converted with.")
 
@@ -195,15 +223,21 @@ def _class_drop_check(top, ktop, labels, class_names, gate: Gate) -> gs.Check:
 
 
 def _compare(art, backend: str, y: np.ndarray, ref: np.ndarray, labels: np.ndarray, task: str, x: np.ndarray,
-             gate: Gate, class_names: List[str]) -> ArtifactParity:
+             gate: Gate, class_names: List[str], out_index: int = 0) -> ArtifactParity:
     spec = RECIPES[Recipe(art.recipe)]
     diff = np.abs(y - ref)
-    out_scale = art.outputs[0].scale if art.outputs[0].quantized else None
+    out = art.outputs[out_index]
+    out_scale = out.scale if out.quantized else None
     with np.errstate(invalid="ignore"):
         steps = float(diff.max() / out_scale) if out_scale else None
     bad_art, bad_ref = _nonfinite(y), _nonfinite(ref)
     checks: List[gs.Check] = []
-    if task == "autoencoder":
+    if labels is None and task != "autoencoder":  # no labels: fidelity to Keras only
+        fid = fidelity(y, ref, task, gate.min_agreement, gate.confidence, WORST)
+        p = ArtifactParity(art.name, art.recipe, backend, fid.metric, fid.value, fid.keras_value, None,
+                           fid.agreement, float(diff.max()), float(diff.mean()), steps, {}, fid.worst_samples)
+        checks.extend(fid.checks)
+    elif task == "autoencoder":
         flat = x.reshape(len(x), -1)
         mse, kmse = float(np.mean((y - flat) ** 2)), float(np.mean((ref - flat) ** 2))
         p = ArtifactParity(art.name, art.recipe, backend, "reconstruction_mse", mse, kmse, None, None,
@@ -256,18 +290,30 @@ def _compare(art, backend: str, y: np.ndarray, ref: np.ndarray, labels: np.ndarr
     return p
 
 
+def _feed(m, x: np.ndarray):
+    """Packed samples of a several-input model (see edgeport.convert.multiio) as a list in input order."""
+    if len(m.inputs) < 2:
+        return x
+    from ..convert.multiio import unpack
+
+    return unpack(x, [s.shape[1:] for s in m.inputs])
+
+
 def runnable_backends(fmt: str, quantization: Optional[str] = None) -> List[str]:
     """Installed backends that run ``fmt`` (and ``quantization``) artifacts, in preference order."""
     return rt_backends.runnable_backends(fmt, quantization)
 
 
 def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dict[str, Dict]] = None,
-           diagnose: bool = True, write: bool = True) -> ParityReport:
+           diagnose: bool = True, write: bool = True, eval_path: Optional[str] = None,
+           label_output: Optional[str] = None) -> ParityReport:
     """Compare every artifact of ``bundle`` with the Keras original on the whole held-out test set.
 
     Args:
         bundle: bundle directory written by `edgeport convert`.
         data: the training run (or dataset) to evaluate on; default: the run the bundle was converted from.
+        eval_path: labelled samples to measure accuracy on (default: the --eval `convert` recorded, if any).
+        label_output: several outputs: the one the labels belong to (default: as converted, else the first).
         gate_overrides: {recipe: {gate key: value}} replacing the recipe table's thresholds.
         diagnose: run the layer-wise int8 diagnosis for failing int8 artifacts.
         write: store parity.json in the bundle and each artifact's result in manifest.json.
@@ -277,35 +323,56 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     """
     bdir = Path(bundle)
     man = read_manifest(bdir)
-    d = _eval_data(man, data)
+    d = _eval_data(man, data, eval_path)
     x, labels = d.x_test.astype(np.float32), d.y_test
     ref = _source_outputs(man, x)
     gates = gates_from_config(gate_overrides or {})
     results = []
+    outputs = [n for n, _ in _rec(man.source, "outputs", [])]
+    label_output = label_output or _rec(man.source, "label_output") or (outputs[0] if outputs else None)
+    if outputs and label_output not in outputs:
+        raise unknown_name("--label-output", label_output, outputs)
     for art in man.artifacts:
         gate = gates[Recipe(art.recipe)]
         for backend in runnable_backends(art.format, art.quantization):
             with er.load(bdir, backend=backend, artifact=art.name) as m:
-                y = m.predict(x)
-            results.append(_compare(art, backend, y, ref, labels, man.task, x, gate, man.labels))
+                y = m.predict(_feed(m, x))
+            if not isinstance(ref, list):
+                results.append(_compare(art, backend, y, ref, labels, man.task, x, gate, man.labels))
+                continue
+            for j, name in enumerate(outputs):  # every output gated: accuracy on the labelled one, fidelity else
+                lab = labels if name == label_output else None
+                p = _compare(art, backend, y[j], ref[j], lab, man.task, x, gate, man.labels, j)
+                p.output = name
+                results.append(p)
     if not results:
         raise UsageError(f"{bundle}: no installed backend can run any artifact; install ai-edge-litert or "
                          "onnxruntime.")
+    if isinstance(ref, list):
+        ref = ref[outputs.index(label_output)]
+        results_main = [p for p in results if p.output == label_output]
+    else:
+        results_main = results
     if man.task == "autoencoder":
         kmetric = {"metric": "reconstruction_mse", "value": float(np.mean((ref - x.reshape(len(x), -1)) ** 2))}
+    elif labels is None:
+        kmetric = {"metric": results_main[0].metric, "value": results_main[0].keras_value}
     else:
         kmetric = {"metric": "accuracy", "value": float((ref.argmax(1) == labels).mean())}
     report = ParityReport(str(bdir), man.task, int(len(x)), kmetric, results,
                           {r.value: asdict(g) for r, g in gates.items()})
+    if labels is None and man.task != "autoencoder":
+        report.accuracy_measured, report.note = False, ACCURACY_NOT_MEASURED
     if diagnose:
         for p in results:
             spec = RECIPES[Recipe(p.recipe)]
-            if p.failures and spec.quantization is Quantization.INT8 and spec.format is Format.TFLITE:
+            if (p.failures and spec.quantization is Quantization.INT8 and spec.format is Format.TFLITE
+                    and p.output is None):  # the layer-wise diagnosis runs single-input/output models
                 p.diagnosis = diagnose_int8(bdir, man, man.artifact(p.name), d, x)
     if write:  # manifest first, parity.json last: make sees parity.json as newer than the manifest
         for art in man.artifacts:
             mine = [p for p in results if p.name == art.name]
-            art.parity = {p.backend: {"passed": p.passed, "outcome": p.outcome, "metric": p.metric, "value": p.value,
+            art.parity = {p.backend if p.output is None else f"{p.backend}/{p.output}": {"passed": p.passed, "outcome": p.outcome, "metric": p.metric, "value": p.value,
                                       "delta_pp": p.delta_pp, "agreement": p.agreement,
                                       "max_abs_diff": p.max_abs_diff} for p in mine}
         write_manifest(bdir, man)

@@ -20,6 +20,10 @@ def parity_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `edgeport parity`."""
     p.add_argument("bundle", help="bundle directory written by `edgeport convert`")
     p.add_argument("--data", help="training run directory or dataset to evaluate on (default: the bundle's run)")
+    p.add_argument("--eval", help="labelled samples to measure accuracy on (default: the --eval the bundle was "
+                                  "converted with; without labels parity measures fidelity only)")
+    p.add_argument("--label-output", help="models with several outputs: the output the labels belong to "
+                                          "(default: the one named at convert, else the first)")
     p.add_argument("--config", help="TOML with [parity.gates.RECIPE] tables overriding max_drop_pp, "
                                     "min_agreement, max_class_drop_pp, max_abs_diff, max_mse_ratio, confidence")
     p.add_argument("--no-diagnose", action="store_true", help="skip the layer-wise diagnosis of failing int8 "
@@ -33,13 +37,16 @@ _MARK = {"pass": "\u2713", "fail": "\u2717", "inconclusive": "?"}
 
 
 def _print_artifact(a) -> None:
-    if a.delta_pp is not None:
+    if a.delta_pp is None and a.agreement is not None:  # no labels: agreement is the measure
+        extra = "fidelity only"
+    elif a.delta_pp is not None:
         extra = (f"delta {a.delta_pp:+.2f} pp [{a.delta_low_pp:+.2f}, {a.delta_high_pp:+.2f}], "
                  f"agreement {a.agreement:.2%}")
     else:
         extra = f"Keras {a.keras_value:.5g}"
     steps = f", {a.max_diff_output_steps:.1f} output steps" if a.max_diff_output_steps is not None else ""
-    print(f" {_MARK[a.outcome]} {a.name:<20} [{a.backend}] {a.metric} {a.value:.4f} ({extra}), max |diff| "
+    out = f" output {a.output}" if a.output else ""
+    print(f" {_MARK[a.outcome]} {a.name:<20} [{a.backend}]{out} {a.metric} {a.value:.4f} ({extra}), max |diff| "
           f"{a.max_abs_diff:.2e}{steps}")
     for f in a.failures:
         print(f"     FAIL: {f}")
@@ -61,15 +68,19 @@ def parity_main(args) -> int:
     if args.config:
         conf = load_config(args.config, ["gates"], section="parity")
         gates = conf.get("gates", {})
-    rep = parity(args.bundle, data=args.data, gate_overrides=gates, diagnose=not args.no_diagnose)
+    rep = parity(args.bundle, data=args.data, gate_overrides=gates, diagnose=not args.no_diagnose,
+                 eval_path=args.eval, label_output=args.label_output)
     counts = rep.counts()
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
     else:
         k = rep.keras
-        print(f"Keras {k['metric']}: {k['value']:.4f} on {rep.samples} held-out samples "
-              "(deltas in pp with one-sided 95% bounds; one sample is "
-              f"{100 / rep.samples:.2g} pp)")
+        if rep.accuracy_measured:
+            print(f"Keras {k['metric']}: {k['value']:.4f} on {rep.samples} held-out samples "
+                  "(deltas in pp with one-sided 95% bounds; one sample is "
+                  f"{100 / rep.samples:.2g} pp)")
+        else:
+            print(f"{rep.note[0].upper()}{rep.note[1:]}, on {rep.samples} held-back samples calibration did not use.")
         for a in rep.artifacts:
             _print_artifact(a)
         print(f"parity: {counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} inconclusive")

@@ -85,7 +85,8 @@ def build_report(bundle: str) -> Dict[str, Any]:
             "model": train.get("model") or Path(man.source.path or "model").stem,
             "dataset": train.get("dataset") or (man.source.data.data if man.source.data else None) or "unknown data",
             "artifacts": rows, "passed": all(r["gate"] in ("pass", "inconclusive") for r in rows),
-            "cores": ben.get("cores"),
+            "cores": ben.get("cores"), "accuracy_measured": par.get("accuracy_measured", True),
+            "note": par.get("note"),
             "devices": device_rows(bdir), "fleet": fleet_summary(bdir), "toolchain": man.toolchain}
 
 
@@ -157,6 +158,8 @@ def write_report(bundle: str) -> Dict[str, Any]:
           f"latency at batch 1 with 1 thread on {rep['cores']} cores. Gates: "
           f"{_verdict(rep)}. Deltas are artifact minus Keras with one-sided 95% confidence bounds "
           f"(one sample is {100 / rep['test_samples']:.2g} pp).", "", table(rep), ""]
+    if rep.get("note"):  # e.g. no labels: accuracy was not measured, and the reader must not assume it was
+        md[3:3] = [f"**{rep['note'][0].upper()}{rep['note'][1:]}.**", ""]
     for r in rep["artifacts"]:
         for f in r["failures"]:
             md.append(f"- {r['name']}: FAIL: {f}")

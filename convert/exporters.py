@@ -33,7 +33,19 @@ def _still_work() -> str:
     return still_working(lambda s: s.quantization is Quantization.INT8)
 
 
-def _representative(x: np.ndarray):
+def _representative(x: np.ndarray, src=None):
+    """Calibration samples one at a time; several inputs: unpacked, as a dict keyed by input name (the
+    converter matches them to the signature by name, whose order is alphabetical, not the model's)."""
+    if src is not None and len(src.inputs or ()) > 1:
+        from .multiio import unpack
+
+        names, shapes = [n for n, _ in src.inputs], [s for _, s in src.inputs]
+
+        def gen_many():
+            for i in range(len(x)):
+                yield dict(zip(names, unpack(x[i:i + 1], shapes)))
+        return gen_many
+
     def gen():
         for i in range(len(x)):
             yield [x[i:i + 1].astype(np.float32)]
@@ -76,7 +88,7 @@ def compact_names(data: bytes) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def _tflite_converter(fn_model, spec: RecipeSpec, calib: np.ndarray, saved_model: str = None):
+def _tflite_converter(fn_model, spec: RecipeSpec, calib: np.ndarray, saved_model: str = None, src=None):
     """A TFLite converter set up per ``spec``, from a SavedModel dir or ``fn_model=(concrete_fn, trackable)``."""
     tf = tfenv.import_tf()
     if saved_model is not None:
@@ -91,7 +103,7 @@ def _tflite_converter(fn_model, spec: RecipeSpec, calib: np.ndarray, saved_model
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif spec.quantization is Quantization.INT8:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = _representative(calib)
+        conv.representative_dataset = _representative(calib, src)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
@@ -110,12 +122,19 @@ def export_tflite(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
         if src.kind == "keras":
             with tfenv.silenced((1, 2)):
                 src.model.export(d, format="tf_saved_model", verbose=False)
-            conv = _tflite_converter(None, spec, job.calibration, saved_model=d)
+            conv = _tflite_converter(None, spec, job.calibration, saved_model=d, src=src)
         elif src.kind == "saved_model":
             conv = _tflite_converter(None, spec, job.calibration, saved_model=str(src.path))
+        elif src.multi_io:
+            f, cf = src.concrete_function()
+            conv = _tflite_converter((cf, src.model), spec, job.calibration, src=src)
         else:
             conv = _tflite_converter(_keras_function(src.model, src.input_shape), spec, job.calibration)
         data = _convert(conv, spec.recipe)
+    if src.multi_io:
+        from .multiio_tflite import keras_io_order
+
+        data = keras_io_order(data, src)
     atomic_write_bytes(out_path, data)
     return {}
 
@@ -148,6 +167,7 @@ def _fine_tune(job, model, opts, callbacks=()):
 
 def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
     """tflite-int8-qat: bridge to tf_keras, tfmot quantize_model, fine-tune, convert to full int8."""
+    _single_io_only(job, spec)
     tfmot = import_tfmot()
     base = bridge_model(job.source)
     try:
@@ -186,6 +206,7 @@ def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
     EXPERIMENTAL_SPARSITY is deliberately not used (its DENSIFY ops fail under LiteRT's default XNNPACK delegate, and tf2onnx cannot convert them): the .tflite keeps
     its size and the saving shows in gzip size.
     """
+    _single_io_only(job, spec)
     tfmot = import_tfmot()
     s = float(opts["sparsity"])
     if not 0.0 < s < 1.0:
@@ -215,18 +236,30 @@ def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
             "fine_tune": {k: opts[k] for k in ("epochs", "lr", "batch_size")}}
 
 
+def _single_io_only(job, spec: RecipeSpec) -> None:
+    """Fine-tuning goes through tfmot on a rebuilt tf_keras model: one input and one output only."""
+    if job.source.multi_io:
+        raise ConversionError(f"{spec.recipe.value}: fine-tuning recipes take models with one input and one "
+                              "output; this model has several. The post-training recipes convert it: "
+                              f"{still_working(lambda s: s.fine_tunes)}.")
+
+
 def _onnx_fp32_bytes(job) -> bytes:
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     tf = tfenv.import_tf()
     f, _ = job.source.concrete_function()
-    spec = [tf.TensorSpec([None, *job.source.input_shape], tf.float32, name="input")]
+    spec = job.source.tensor_specs(tf)
     try:
         proto, _ = tf2onnx.convert.from_function(f, input_signature=spec, opset=17)
     except Exception as e:
         raise ConversionError(f"onnx-fp32: tf2onnx failed ({str(e).splitlines()[0][:300]}). The TFLite recipes "
                               "do not depend on it.") from None
+    if job.source.multi_io:
+        from .multiio_tflite import onnx_output_names
+
+        onnx_output_names(proto, [n for n, _ in job.source.outputs])
     return proto.SerializeToString()
 
 
@@ -249,6 +282,7 @@ def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     calib = job.calibration
+    src = job.source
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -256,7 +290,13 @@ def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path
 
         def get_next(self):
             i = next(self._it, None)
-            return None if i is None else {"input": calib[i:i + 1].astype(np.float32)}
+            if i is None:
+                return None
+            if len(src.inputs or ()) > 1:
+                from .multiio import unpack
+
+                return dict(zip([n for n, _ in src.inputs], unpack(calib[i:i + 1], [s for _, s in src.inputs])))
+            return {"input": calib[i:i + 1].astype(np.float32)}
 
     with tempfile.TemporaryDirectory() as d:
         fp32, pre = Path(d) / "fp32.onnx", Path(d) / "pre.onnx"

@@ -14,22 +14,26 @@ import multiprocessing as mp
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from edgeport_runtime import load as rt_load
-from edgeport_runtime.errors import EdgeportError, InputError, ModelLoadError
+from edgeport_runtime.errors import EdgeportError, InputError, ModelLoadError, unknown_name
 from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_manifest
 from edgeport_runtime.sections import Calibration, Check, DataRecord, Preprocessing, Source
 
 from ..core.fsutil import check_out_dir, remove_dead_temp_dirs, staged_dir, write_marker
 from ..core.tfenv import package_versions
 from ..data.datasets import skipped_summary
-from ..data.run import RUN_FILES, TEST_FILE, Data, calibration_samples, is_run_dir, resolve_data
+from ..data.run import RUN_FILES, TEST_FILE, Data, calibration_samples, is_run_dir
+from ..data.unlabeled import InputOptions
+from .modelshape import model_outputs
+from .multiio import predict_packed
 from .progress import ConvertProgress
+from .sampledata import data_record, load_convert_data, shape_hint, split_fine_tuning
 from . import worker
 from .bridge import BridgeError
 from .exporters import ConversionError
@@ -57,6 +61,10 @@ class ConvertConfig:
     unsafe: bool = False
     force: bool = False
     verbose: bool = False
+    eval: Optional[str] = None  # labelled set parity measures accuracy on (then all of --data calibrates)
+    inputs: Optional[InputOptions] = None  # preprocessing of raw --data files (scale, offset, image size...)
+    task: Optional[str] = None  # classification | regression | autoencoder (default: the run's, else classification)
+    label_output: Optional[str] = None  # several outputs: the one labels belong to (default: the first)
 
 
 @contextlib.contextmanager
@@ -85,7 +93,7 @@ def _describe(path: Path, spec, bundle_dir: Path, name: str, extra: Dict[str, An
               ) -> Artifact:
     """Describe an exported file through edgeport-runtime and store its outputs on the check inputs."""
     with rt_load(path, num_threads=1) as m:
-        check_out = m.predict(check_x)
+        check_out = predict_packed(m, check_x)
     np.save(bundle_dir / f"check_{name}.npy", check_out)
     data = path.read_bytes()
     return Artifact(name=name, path=path.name, format=spec.format, recipe=spec.recipe.value,
@@ -109,13 +117,11 @@ def _inputs(model: Path, data: Optional[str]) -> List[Path]:
 
 
 def _data_record(cfg: ConvertConfig, data: Data) -> DataRecord:
-    """--data as given (a path made absolute, or a built-in name), the seed and how the held-out split was made."""
+    """--data / --eval as given (paths made absolute, or a built-in name), the seed, the preprocessing options,
+    whether there are labels and how the held-out split was made."""
     if data.run_dir is not None:
         return DataRecord(str(data.run_dir.resolve()), cfg.seed, f"the training run's {TEST_FILE}")
-    arg = cfg.data
-    if arg is not None and Path(arg).exists():
-        arg = str(Path(arg).resolve())
-    return DataRecord(arg, cfg.seed, "the dataset's own test split, else 20% held out, stratified by class, seeded")
+    return DataRecord.from_dict(data_record(cfg.data, data, cfg.seed, cfg.inputs, cfg.eval), "source.data")
 
 
 def convert(cfg: ConvertConfig, progress=print) -> Manifest:
@@ -130,15 +136,20 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
     """
     model, inputs = _resolve_inputs(cfg)
     data, calib, check_x = _load_data(cfg, model, progress)
+    jobs, no_labels = split_fine_tuning(cfg.plan.recipes, data, cfg.plan.explicit)
+    for name, why in no_labels.items():
+        progress(f"note: skipped {name}: it {why}")
+    cfg = replace(cfg, plan=replace(cfg.plan, jobs=tuple(j for j in cfg.plan.jobs if j.recipe in jobs)))
     remove_dead_temp_dirs(WORK_PREFIX)  # data copies left by a convert that was SIGKILLed
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
     try:
         setup = worker.ChildSetup(str(model.resolve()), unsafe=cfg.unsafe, verbose=cfg.verbose,
                                   threads=max(1, (os.cpu_count() or 1) // cfg.jobs))
-        info = _load_source(setup, work, data, calib, check_x)
+        info = _load_source(setup, work, data, calib, check_x, shape_hint(cfg.data))
         with staged_dir(cfg.out, cfg.force, "convert", inputs) as tmp:
             results, failures = _run_jobs(cfg, setup, work, tmp, data.task, progress)
-            skipped = _settle_failures(cfg, results, failures, progress)
+            skipped = {name: f"it {why}" for name, why in no_labels.items()}
+            skipped.update(_settle_failures(cfg, results, failures, progress))
             manifest = _write_bundle(cfg, tmp, model, data, calib, check_x, info, results, skipped)
         return manifest
     finally:
@@ -156,8 +167,12 @@ def _resolve_inputs(cfg: ConvertConfig):
 
 
 def _load_data(cfg: ConvertConfig, model: Path, progress):
-    """The run's (or dataset's) splits, the stratified calibration samples and the bundle's check inputs."""
-    data = resolve_data(model, cfg.data, cfg.seed)
+    """The run's (or dataset's) splits, the calibration samples (random, stratified when labelled) and the
+    bundle's check inputs."""
+    data = load_convert_data(model, cfg.data, cfg.seed, cfg.inputs, cfg.eval, cfg.task)
+    outputs = model_outputs(model)
+    if cfg.label_output is not None and outputs is not None and cfg.label_output not in outputs:
+        raise unknown_name("--label-output", cfg.label_output, outputs)
     skipped = skipped_summary(data.notes)
     if skipped:  # on screen: a folder of mostly unreadable files should not pass silently
         progress(skipped)
@@ -166,21 +181,23 @@ def _load_data(cfg: ConvertConfig, model: Path, progress):
     return data, calib, check_x
 
 
-def _load_source(setup: worker.ChildSetup, work: Path, data: Data, calib: np.ndarray, check_x: np.ndarray
-                 ) -> Dict[str, Any]:
+def _load_source(setup: worker.ChildSetup, work: Path, data: Data, calib: np.ndarray, check_x: np.ndarray,
+                 hint: str = "") -> Dict[str, Any]:
     """Stage the data for the children in ``work``; load the model in a child (kind, shapes, check outputs).
 
     Fails fast, before any recipe runs, on a model that does not load or takes inputs of another shape.
     """
     write_marker(work, "convert")
-    np.savez(work / "data.npz", calibration=calib, x_train=data.x_train, y_train=data.y_train,
+    np.savez(work / "data.npz", calibration=calib, x_train=data.x_train,
+             **({"y_train": data.y_train} if data.y_train is not None else {}),
              **({"x_val": data.x_val, "y_val": data.y_val} if data.x_val is not None else {}))
     np.save(work / "check_inputs.npy", check_x)
     with _pool(1) as pool:
         info = pool.submit(worker.probe, setup, str(work / "check_inputs.npy")).result()
     if tuple(info["input_shape"]) != tuple(calib.shape[1:]):
         raise InputError(f"calibration data has samples of shape {tuple(calib.shape[1:])} but the model takes "
-                         f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data.")
+                         f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data."
+                         + hint)
     return info
 
 
@@ -259,9 +276,12 @@ def _write_bundle(cfg: ConvertConfig, tmp: Path, model: Path, data: Data, calib:
                       kind=info["kind"], input_shape=info["input_shape"],
                       run_dir=str(data.run_dir.resolve()) if data.run_dir else None,
                       # what parity needs to re-create the held-out split without the user repeating --data
-                      data=_data_record(cfg, data)),
+                      data=_data_record(cfg, data),
+                      # several inputs/outputs: every tensor in the Keras order, and the labelled output
+                      inputs=info["inputs"] or None, outputs=info["outputs"] or None,
+                      label_output=cfg.label_output if info["inputs"] else None),
         calibration=Calibration(source=f"training split of {data.source}", count=int(len(calib)), seed=cfg.seed,
-                                stratified=True),
+                                stratified=data.labelled, extra={"random": True}),
         toolchain=package_versions(), check=Check(inputs="check_inputs.npy", keras_outputs="check_keras.npy"),
         default_artifact=default, skipped=skipped,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

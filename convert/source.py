@@ -11,7 +11,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,23 +34,58 @@ class Source:
     input_shape: Tuple[int, ...]  # one sample, no batch dimension
     output_shape: Tuple[int, ...]
     fn: Any = None  # SavedModel serving function
+    # every input / output as (name, sample shape), in the Keras model's order (None: one input, one output)
+    inputs: Optional[List[Tuple[str, Tuple[int, ...]]]] = None
+    outputs: Optional[List[Tuple[str, Tuple[int, ...]]]] = None
 
-    def predict(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """Float outputs of the source model for a batch (the parity reference)."""
+    @property
+    def multi_io(self) -> bool:
+        """True for a model with several inputs or several outputs."""
+        return len(self.inputs or ()) > 1 or len(self.outputs or ()) > 1
+
+    @property
+    def sample_shape(self) -> Tuple[int, ...]:
+        """One sample as the pipeline moves it: the input shape, or (total,) packed for several inputs."""
+        if len(self.inputs or ()) > 1:
+            return (sum(int(np.prod(s)) for _, s in self.inputs),)
+        return self.input_shape
+
+    def predict(self, x: np.ndarray, batch_size: int = 512):
+        """Float outputs of the source model for a batch (the parity reference).
+
+        Several inputs: ``x`` is packed (see :mod:`edgeport.convert.multiio`); several outputs: a list of arrays.
+        """
+        from .multiio import unpack
+
         x = np.asarray(x, np.float32)
         parts = []
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size]
             if self.kind == "saved_model":
                 out = self.fn(xb)
-                parts.append(np.asarray(list(out.values())[0] if isinstance(out, dict) else out))
+                parts.append([np.asarray(list(out.values())[0] if isinstance(out, dict) else out)])
             else:
-                parts.append(np.asarray(self.model(xb, training=False)))
-        return np.concatenate(parts).astype(np.float32)
+                feed = unpack(xb, [s for _, s in self.inputs]) if len(self.inputs or ()) > 1 else xb
+                out = self.model(feed, training=False)
+                parts.append([np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)])
+        outs = [np.concatenate([p[j] for p in parts]).astype(np.float32) for j in range(len(parts[0]))]
+        return outs if len(self.outputs or ()) > 1 else outs[0]
+
+    def tensor_specs(self, tf):
+        """tf.TensorSpecs of the inputs, free batch, named like the Keras inputs (one input: ``input``)."""
+        if len(self.inputs or ()) > 1:
+            return [tf.TensorSpec([None, *s], tf.float32, name=n) for n, s in self.inputs]
+        return [tf.TensorSpec([None, *self.input_shape], tf.float32, name="input")]
 
     def concrete_function(self):
         """A tf ConcreteFunction ``serve(input)`` with a free batch dimension, for TFLite and tf2onnx."""
         tf = tfenv.import_tf()
+        if self.multi_io:
+            model = self.model
+            many = len(self.inputs) > 1
+            f = tf.function(lambda *xs: model(list(xs) if many else xs[0], training=False),
+                            input_signature=self.tensor_specs(tf))
+            return f, f.get_concrete_function()
         spec = tf.TensorSpec([None, *self.input_shape], tf.float32, name="input")
         if self.kind == "saved_model":
             fn = self.fn
@@ -70,14 +105,28 @@ def _shape(t) -> Tuple[int, ...]:
 
 
 def _check_single_io(model, path) -> None:
-    ins, outs = model.inputs, model.outputs
-    if len(ins) != 1 or len(outs) != 1:
-        raise UsageError(f"{path}: the model has {len(ins)} inputs and {len(outs)} outputs; edgeport converts "
-                         "models with exactly one input and one output (multi-input/output models are not "
-                         "supported yet). Wrap or split the model.")
-    if any(d is None for d in ins[0].shape[1:]):
-        raise UsageError(f"{path}: the input shape {tuple(ins[0].shape)} has free dimensions besides the batch; "
-                         "int8 export needs a fixed sample shape. Rebuild the model with a fixed Input shape.")
+    """Every input needs a fixed sample shape (int8 export); any number of inputs and outputs is fine."""
+    for t in model.inputs:
+        if any(d is None for d in t.shape[1:]):
+            raise UsageError(f"{path}: the input shape {tuple(t.shape)} has free dimensions besides the batch; "
+                             "int8 export needs a fixed sample shape. Rebuild the model with a fixed Input shape.")
+
+
+def _io(model) -> Tuple[Optional[list], Optional[list]]:
+    """(name, sample shape) of each input and output in the Keras model's order; (None, None) for single I/O."""
+    if len(model.inputs) == 1 and len(model.outputs) == 1:
+        return None, None
+    in_names = [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(model.inputs)]
+    in_names = list(getattr(model, "input_names", None) or in_names)
+    out_names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+    return ([(n, _shape(tuple(t.shape))) for n, t in zip(in_names, model.inputs)],
+            [(n, _shape(tuple(t.shape))) for n, t in zip(out_names, model.outputs)])
+
+
+def _keras_source(path: Path, kind: str, model) -> "Source":
+    ins, outs = _io(model)
+    return Source(path, kind, model, _shape(tuple(model.inputs[0].shape)), _shape(tuple(model.outputs[0].shape)),
+                  inputs=ins, outputs=outs)
 
 
 def _h5_config(path: Path) -> Optional[dict]:
@@ -237,8 +286,7 @@ def _load_tf_keras_saved_model(path: Path, unsafe: bool) -> Optional[Source]:
     if not isinstance(model, tf_keras.Model) or not getattr(model, "inputs", None):
         return None
     _check_single_io(model, path)
-    return Source(path, "tf_keras", model, _shape(tuple(model.inputs[0].shape)),
-                  _shape(tuple(model.outputs[0].shape)))
+    return _keras_source(path, "tf_keras", model)
 
 
 def _load_saved_model(path: Path, unsafe: bool = False) -> Source:
@@ -262,7 +310,8 @@ def _load_saved_model(path: Path, unsafe: bool = False) -> Source:
         in_specs = fn.structured_input_signature[1]
         if len(in_specs) != 1 or len(fn.structured_outputs) != 1:
             raise UsageError(f"{path}: the serving signature has {len(in_specs)} inputs and "
-                             f"{len(fn.structured_outputs)} outputs; only single input/output models are supported.")
+                             f"{len(fn.structured_outputs)} outputs; a SavedModel without Keras metadata converts "
+                             "only with one input and one output. Convert the Keras model (.keras/.h5) instead.")
         in_name, spec = next(iter(in_specs.items()))
         call = lambda x: fn(**{in_name: tf.convert_to_tensor(x)})  # noqa: E731
     elif hasattr(loaded, "serve") or callable(loaded):
@@ -287,7 +336,7 @@ def load_source(path: os.PathLike, unsafe: bool = False) -> Source:
 
     Raises:
         ModelLoadError: missing, corrupt, truncated, code-bearing (in safe mode) or unloadable files.
-        UsageError: models with several inputs/outputs or free sample dimensions.
+        UsageError: free sample dimensions; several inputs/outputs in a plain SavedModel.
     """
     p = Path(path)
     tfenv.import_tf()
@@ -304,4 +353,4 @@ def load_source(path: os.PathLike, unsafe: bool = False) -> Source:
         raise ModelLoadError(f"{p}: unsupported model file {suffix!r}; expected .keras, .h5 or a SavedModel "
                              "directory.")
     _check_single_io(model, p)
-    return Source(p, kind, model, _shape(tuple(model.inputs[0].shape)), _shape(tuple(model.outputs[0].shape)))
+    return _keras_source(p, kind, model)

@@ -84,12 +84,16 @@ def _setup(setup: ChildSetup):
 def probe(setup: ChildSetup, check_inputs: Optional[str] = None) -> Dict[str, Any]:
     """Load the source model (failing fast on a bad file) and compute its outputs on the check inputs."""
     src = _setup(setup)
-    out: Dict[str, Any] = {"kind": src.kind, "input_shape": list(src.input_shape),
-                           "output_shape": list(src.output_shape)}
+    from .multiio import pack_outputs
+
+    out: Dict[str, Any] = {"kind": src.kind, "input_shape": list(src.sample_shape),
+                           "output_shape": list(src.output_shape),
+                           "inputs": [[n, list(s)] for n, s in src.inputs or []],
+                           "outputs": [[n, list(s)] for n, s in src.outputs or []]}
     if check_inputs is not None:
         x = np.load(check_inputs)
-        if tuple(x.shape[1:]) == tuple(src.input_shape):  # else the parent reports the mismatch
-            out["check_outputs"] = src.predict(x)
+        if tuple(x.shape[1:]) == tuple(src.sample_shape):  # else the parent reports the mismatch
+            out["check_outputs"] = pack_outputs(src.predict(x))
     return out
 
 

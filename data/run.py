@@ -20,9 +20,11 @@ import numpy as np
 from edgeport_runtime.errors import InputError, UsageError
 from edgeport_runtime.manifest import atomic_write_text
 
-from .datasets import load_dataset
 from .preprocess import standardize_like
 from .split import stratified_split
+from .unlabeled import InputOptions, load_samples
+
+HOLDOUT = 0.2  # share of --data held out for parity when no --eval is given (labelled: stratified)
 
 MODEL_FILE = "model.keras"
 RECORD_FILE = "train.json"
@@ -73,17 +75,28 @@ class Data:
     """Training split (calibration, fine-tuning), held-out split (evaluation) and what describes them."""
 
     x_train: np.ndarray
-    y_train: np.ndarray
+    y_train: Optional[np.ndarray]  # None: the data has no labels (calibration only; parity measures fidelity)
     x_val: Optional[np.ndarray]
     y_val: Optional[np.ndarray]
     x_test: np.ndarray
-    y_test: np.ndarray
+    y_test: Optional[np.ndarray]  # None: held-back inputs without labels
     task: str
     labels: List[str]
     preprocessing: Dict[str, Any]
     source: str
     run_dir: Optional[Path] = None
     notes: Dict[str, Any] = field(default_factory=dict)  # the dataset loader's notes (e.g. skipped files)
+    eval_source: Optional[str] = None  # --eval: where the labelled held-out samples came from
+
+    @property
+    def labelled(self) -> bool:
+        """True when the training split has labels (fine-tuning recipes need them)."""
+        return self.y_train is not None
+
+    @property
+    def accuracy_measurable(self) -> bool:
+        """True when the held-out split has labels (parity measures accuracy, else fidelity only)."""
+        return self.y_test is not None
 
 
 def _npz(path: Path, keys) -> Dict[str, np.ndarray]:
@@ -106,36 +119,92 @@ def load_run_data(run_dir: Path) -> Data:
                 f"training run {run_dir}", run_dir)
 
 
-def resolve_data(model: Path, data: Optional[str], seed: int) -> Data:
-    """--data (a run directory, a dataset name or path), else the run directory the model sits in."""
-    if data is None:
+def holdout_split(x: np.ndarray, fraction: float, seed: int):
+    """Inputs without labels: a seeded random ``fraction`` held back (never the tail of a sorted file)."""
+    if len(x) < 2:
+        raise InputError(f"only {len(x)} sample(s): need at least 2, some to calibrate on and some held back for "
+                         "parity. Give more samples, or a labelled --eval set.")
+    perm = np.random.default_rng(seed).permutation(len(x))
+    k = max(1, int(round(len(x) * fraction)))
+    return x[np.sort(perm[k:])], x[np.sort(perm[:k])]
+
+
+def resolve_data(model: Path, data: Optional[str], seed: int, opts: Optional[InputOptions] = None,
+                 eval_path: Optional[str] = None, model_shape=None) -> Data:
+    """--data (a run directory, a dataset name or path, labelled or not), else the run directory of the model.
+
+    Args:
+        model: the model file (its run directory, if it sits in one, supplies defaults).
+        data: --data as given.
+        seed: seeds the held-out split.
+        opts: preprocessing of raw sample files (--input-scale, --image-size, ...).
+        eval_path: --eval, a labelled set parity measures accuracy on; the whole of --data is then calibration.
+        model_shape: one input sample's shape, when known (image size defaults, CSV label detection).
+    """
+    if data is None and eval_path is None:
         if is_run_dir(model.parent):
             return load_run_data(model.parent)
         raise UsageError(f"{model}: not inside a training run directory, so there is no training data to "
-                         "calibrate on; pass --data RUN_DIR or --data DATASET (a built-in name, .npz, .csv or "
-                         "image folder).")
+                         "calibrate on; pass --data RUN_DIR or --data DATASET (a built-in name, .npy, .npz, .csv "
+                         "or image folder; labels are optional).")
+    if data is None:
+        raise UsageError("--eval needs --data too: --data gives the calibration samples, --eval the labelled "
+                         "samples parity measures accuracy on.")
     p = Path(data)
-    if p.is_dir() and is_run_dir(p):
+    if p.is_dir() and is_run_dir(p) and eval_path is None:
         return load_run_data(p)
     # the model's own run (if it sits in one) says which CSV column held the labels and how features were scaled
     run = read_record(model.parent)
-    ds = load_dataset(data, seed, label_column=run.get("config", {}).get("label_column"))
-    if ds.x_test is not None:
-        xtr, ytr, xte, yte = ds.x, ds.y, ds.x_test, ds.y_test
+    label_column = run.get("config", {}).get("label_column")
+    if p.is_dir() and is_run_dir(p):
+        rd = load_run_data(p)
+        ds_x, ds_y, kind, pre, names, notes = rd.x_train, rd.y_train, "run", rd.preprocessing, rd.labels, {}
+        ds_xt = ds_yt = None
     else:
-        xtr, xte, ytr, yte = stratified_split(ds.x, ds.y, 0.2, seed)
-    pre, (xtr, xte) = standardize_like(run.get("preprocessing", {}), ds.kind, ds.preprocessing, xtr, xte)
-    return Data(xtr, ytr, None, None, xte, yte, "classification", ds.class_names, pre,
-                f"dataset {data} (20% held out, seed {seed})", notes=ds.notes)
+        ds = load_samples(data, opts, seed, label_column=label_column, model_shape=model_shape)
+        ds_x, ds_y, ds_xt, ds_yt = ds.x, ds.y, ds.x_test, ds.y_test
+        kind, pre, names, notes = ds.kind, ds.preprocessing, ds.class_names, ds.notes
+    if eval_path is not None:
+        ev = load_samples(eval_path, opts, seed, label_column=label_column, model_shape=model_shape)
+        if ev.y is None:
+            raise InputError(f"--eval {eval_path}: no labels found; --eval is the labelled set accuracy is measured "
+                             "on (npz with x_test/y_test or x_train/y_train, an image folder with class "
+                             "subfolders, a CSV with a label column). Without labels, leave --eval out: parity "
+                             "then measures fidelity on held-back --data samples.")
+        xte, yte = (ev.x_test, ev.y_test) if ev.x_test is not None else (ev.x, ev.y)
+        xtr = ds_x if ds_xt is None else np.concatenate([ds_x, ds_xt])
+        if ds_xt is None:
+            ytr = ds_y
+        else:
+            ytr = None if ds_y is None or ds_yt is None else np.concatenate([ds_y, ds_yt])
+        names = ev.class_names if len(ev.class_names) > len(names) else names
+        split = f"--eval {eval_path}"
+    elif ds_y is None:
+        xtr, xte = holdout_split(ds_x, HOLDOUT, seed)
+        ytr = yte = None
+        split = f"{HOLDOUT:.0%} held back at random, seed {seed}; no labels"
+    elif ds_xt is not None:
+        xtr, ytr, xte, yte = ds_x, ds_y, ds_xt, ds_yt
+        split = "the dataset's own test split"
+    else:
+        xtr, xte, ytr, yte = stratified_split(ds_x, ds_y, HOLDOUT, seed)
+        split = f"{HOLDOUT:.0%} held out, seed {seed}"
+    if kind != "run":
+        pre, (xtr, xte) = standardize_like(run.get("preprocessing", {}), kind, pre, xtr, xte)
+    return Data(xtr, ytr, None, None, xte, yte, run.get("task", "classification"), names, pre,
+                f"dataset {data} ({split})", notes=notes, eval_source=eval_path)
 
 
-def calibration_samples(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` training samples stratified by class (proportional, at least one per class), seeded."""
+def calibration_samples(x: np.ndarray, y: Optional[np.ndarray], n: int, seed: int) -> np.ndarray:
+    """``n`` samples drawn at random (seeded) from all of ``x``; stratified by class (proportional, at least one
+    per class) when labels ``y`` exist. Never the first ``n``: a class-sorted file would calibrate on one class."""
     if n < 1:
         raise UsageError(f"--calibration must be >= 1, got {n}.")
     if n >= len(x):
         return x.copy()
     rng = np.random.default_rng(seed)
+    if y is None:
+        return x[np.sort(rng.choice(len(x), n, replace=False))]
     classes, counts = np.unique(y, return_counts=True)
     take = np.maximum(1, np.floor(counts / counts.sum() * n).astype(int))
     while take.sum() < n:  # hand out the remainder to the largest classes

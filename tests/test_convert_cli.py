@@ -161,14 +161,14 @@ def test_calibration_shape_mismatch(tmp_path, cli, trained_run):
     assert code == 2 and "calibration data has samples of shape (28, 28, 1)" in err and "(8, 8, 1)" in err
 
 
-def test_multi_input_model_refused_clearly(tmp_path, cli):
+def test_multi_input_model_with_single_array_data_refused_clearly(tmp_path, cli):
     import keras
 
-    a, b = keras.Input((4,)), keras.Input((4,))
+    a, b = keras.Input((4,), name="left"), keras.Input((4,), name="right")
     keras.Model([a, b], keras.layers.Add()([a, b])).save(tmp_path / "two.keras")
     code, _, err = cli("convert", tmp_path / "two.keras", "--data", "digits", "--out", tmp_path / "o",
                        "--recipes", "tflite-fp32")
-    assert code == 2 and "2 inputs and 1 outputs" in err and "not supported" in err
+    assert code == 2 and "several inputs (left, right)" in err and "one array per input" in err
 
 
 def test_h5_lambda_refused_in_safe_mode(tmp_path, cli):

@@ -16,6 +16,7 @@ from .bundle import SUFFIX_FORMAT, pick_artifact, resolve
 from .errors import EdgeportError, InputError, ModelLoadError, ModelRunError, UsageError
 from .inputs import _scale as scale_raw
 from .manifest import Artifact, Manifest, TensorSpec, verify_artifact
+from .multi_io import arrange_inputs, wrap_outputs
 from .quant import dequantize, quantize
 from .sections import Preprocessing
 
@@ -152,18 +153,22 @@ class Model:
             return results[0]
         return [np.concatenate([r[j] for r in results]) for j in range(len(self.outputs))]
 
-    def predict_raw(self, x: Union[ArrayLike, List[ArrayLike]]) -> Union[np.ndarray, List[np.ndarray]]:
-        """Run with inputs already in the model's own dtypes (e.g. int8); return the raw outputs."""
-        xs = self._check(x if isinstance(x, list) else [x], raw=True, allow_nonfinite=True)
-        out = self._run(xs)
-        return out[0] if len(out) == 1 else out
+    def predict_raw(self, x: Union[ArrayLike, List[ArrayLike], Dict[str, ArrayLike]]):
+        """Run with inputs already in the model's own dtypes (e.g. int8); return the raw outputs
+        (one array, or a list / a dict by output name for several, as for :meth:`predict`)."""
+        xs = self._check(arrange_inputs(x, self.inputs), raw=True, allow_nonfinite=True)
+        return wrap_outputs(self._run(xs), self.outputs, isinstance(x, dict))
 
-    def predict(self, x: Union[ArrayLike, List[ArrayLike]], allow_nonfinite: bool = False
-                ) -> Union[np.ndarray, List[np.ndarray]]:
+    def predict(self, x: Union[ArrayLike, List[ArrayLike], Dict[str, ArrayLike]], allow_nonfinite: bool = False
+                ) -> Union[np.ndarray, List[np.ndarray], Dict[str, np.ndarray]]:
         """Float inputs (batch first, any batch size) -> float32 outputs, as the Keras model would give.
 
+        Models with several inputs take a list (in :attr:`inputs` order, the Keras model's) or a dict keyed by
+        input name; several outputs come back as a list, or as a dict keyed by output name when the inputs were
+        a dict. One input and one output: an array in, an array out.
+
         Args:
-            x: one array (or a list, one per input) shaped like the model input with a batch dimension.
+            x: one array, a list (one per input) or a dict {input name: array}, each with a batch dimension.
             allow_nonfinite: accept NaN/Inf inputs instead of raising.
 
         Raises:
@@ -174,11 +179,11 @@ class Model:
             y = self._predict_fast(x, fast)
             if y is not None:
                 return y
-        xs = self._check(x if isinstance(x, list) else [x], raw=False, allow_nonfinite=allow_nonfinite)
+        xs = self._check(arrange_inputs(x, self.inputs), raw=False, allow_nonfinite=allow_nonfinite)
         raw = self._run(xs)
         out = [dequantize(r, s.scale, s.zero_point) if s.quantized else r.astype(np.float32, copy=False)
                for r, s in zip(raw, self.outputs)]
-        return out[0] if len(out) == 1 else out
+        return wrap_outputs(out, self.outputs, isinstance(x, dict))
 
     def _predict_fast(self, x: np.ndarray, fast: "fastio.FastPath") -> Optional[np.ndarray]:
         """The checked path's arithmetic in fewer passes (see fastio); None: take the checked path."""

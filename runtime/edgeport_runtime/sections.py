@@ -95,12 +95,18 @@ class DataRecord(_Section):
     data: Optional[str] = None
     seed: Optional[int] = None
     split: Optional[str] = None
+    eval: Optional[str] = None  # the labelled set accuracy was measured on (--eval)
+    labelled: Optional[bool] = None  # False: --data had no labels (fine-tuning skipped)
+    accuracy_measured: Optional[bool] = None  # False: parity measures fidelity to Keras only
+    inputs: Optional[Dict[str, Any]] = None  # how raw --data files were read (--input-scale, --image-size, ...)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def _read(cls, f: Fields) -> Dict[str, Any]:
         return {"data": f.str("data", nullable=True), "seed": f.int("seed", nullable=True),
-                "split": f.str("split", nullable=True)}
+                "split": f.str("split", nullable=True), "eval": f.str("eval", nullable=True),
+                "labelled": f.bool("labelled"), "accuracy_measured": f.bool("accuracy_measured"),
+                "inputs": f.dict("inputs")}
 
 
 @dataclass
@@ -113,16 +119,23 @@ class Source(_Section):
     input_shape: Optional[List[Optional[int]]] = None  # one sample, without the batch dimension
     run_dir: Optional[str] = None  # the training run directory, when the model came from one
     data: Optional[DataRecord] = None
+    # several inputs/outputs: [name, sample shape] of each in the Keras model's order (input_shape is then the
+    # packed sample the toolkit moves around), and the output labels belong to
+    inputs: Optional[List[Any]] = None
+    outputs: Optional[List[Any]] = None
+    label_output: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def _read(cls, f: Fields) -> Dict[str, Any]:
         data = f.dict("data")
+        io = {k: _named_shapes(f, k) for k in ("inputs", "outputs")}
         return {"path": f.str("path", nullable=True), "sha256": f.str("sha256", nullable=True),
                 "kind": f.str("kind", nullable=True),
                 "input_shape": f.shape("input_shape") if f.d.get("input_shape") is not None else None,
                 "run_dir": f.str("run_dir", nullable=True),
-                "data": None if data is None else DataRecord.from_dict(data, f"{f.where}.data")}
+                "data": None if data is None else DataRecord.from_dict(data, f"{f.where}.data"),
+                **io, "label_output": f.str("label_output", nullable=True)}
 
 
 @dataclass
@@ -180,3 +193,16 @@ def _strings(f: Fields, key: str) -> Optional[List[str]]:
         raise ModelLoadError(f"{f.where}: field {key!r} must be a list of strings; the manifest is corrupt, "
                              "re-create the bundle.")
     return list(v)
+
+
+def _named_shapes(f: Fields, key: str) -> Optional[List[Any]]:
+    """[[name, [dims...]], ...]: the tensors of a several-input/output model."""
+    v = f.list(key)
+    if v is None:
+        return None
+    ok = all(isinstance(t, list) and len(t) == 2 and isinstance(t[0], str) and isinstance(t[1], list)
+             and all(isinstance(d, int) and not isinstance(d, bool) for d in t[1]) for t in v)
+    if not ok:
+        raise ModelLoadError(f"{f.where}: field {key!r} must be a list of [name, [dims...]] pairs; the manifest is "
+                             "corrupt, re-create the bundle.")
+    return [list(t) for t in v]

@@ -66,8 +66,9 @@ def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:
             rows.append({"artifact": art.name, "skipped": "no installed backend" if not usable else "no outputs"})
             continue
         with load(bdir, backend=usable[0], num_threads=threads, artifact=art.name) as m:
-            if len(m.outputs) != 1:
-                rows.append({"artifact": art.name, "skipped": f"{len(m.outputs)} outputs (smoke compares one)"})
+            if len(m.outputs) != 1 or len(m.inputs) != 1:  # several-I/O check files are packed (toolkit format)
+                rows.append({"artifact": art.name, "skipped": f"{len(m.inputs)} inputs, {len(m.outputs)} outputs "
+                                                              "(smoke compares one input and one output)"})
                 continue
             y = m.predict(x)
             out = m.outputs[0]
