@@ -24,6 +24,8 @@ BACKEND_WHEELS: Dict[str, Tuple[str, str, str]] = {
     "ai-edge-litert": ("litert", "tflite", "litert"),
     "tflite-runtime": ("tflite-runtime", "tflite", "tflite"),
     "onnxruntime": ("onnxruntime", "onnx", "onnx"),
+    # the .tflite schema package: what the pure-numpy backend needs (besides flatbuffers and numpy)
+    "tflite": ("numpy", "tflite", "numpy"),
 }
 # wheel -> pip extra of edgeport-runtime it provides besides a backend (Pillow: image inputs for predict)
 EXTRA_WHEELS: Dict[str, str] = {"pillow": "image"}
@@ -45,6 +47,8 @@ WHEEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,98}[a-z0-9])?$")
 WHEEL_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")  # an exact release, no specifiers or local parts
 QEMU_CPU_RE = re.compile(r"^([a-z0-9][a-z0-9.-]{0,40})?$")
 TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")  # one printable line
+# ID-VERSION_ID CODENAME as in the device's /etc/os-release ("debian-13 trixie"; Raspberry Pi OS is Debian), or any
+OS_RE = re.compile(r"^(any|[a-z]+-[0-9]+(\.[0-9]+)? [a-z]+)$")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Profile:
     name: str
     description: str
     arch: str
-    os: str
+    os: str  # the OS release: "debian-13 trixie", "ubuntu-18.04 bionic" or "any"
     python: str
     pip_platforms: List[str]
     cores: int
@@ -65,6 +69,11 @@ class Profile:
     system_numpy: bool
     wheels: Dict[str, str] = field(default_factory=dict)
     os_packages: List[str] = field(default_factory=list)
+
+    @property
+    def os_codename(self) -> str:
+        """The OS release's code name ("trixie"), or "" for a profile whose OS is "any"."""
+        return self.os.split(" ", 1)[1] if " " in self.os else ""
 
     @property
     def backends(self) -> List[str]:
@@ -147,7 +156,8 @@ SCHEMA: Dict[str, Callable[[Any], Optional[str]]] = {
     "name": _text(NAME_RE, "lower case letters, digits, '.', '_', '-', at most 64, like \"rpi4\""),
     "description": _text(TEXT_RE, "one line of printable text, at most 200 characters"),
     "arch": _one_of(ARCHES),
-    "os": _text(TEXT_RE, "one line of printable text, at most 200 characters"),
+    "os": _text(OS_RE, "an OS release as ID-VERSION CODENAME from /etc/os-release, like \"debian-13 trixie\" "
+                       "(Raspberry Pi OS counts as debian), or \"any\""),
     "python": _text(PYTHON_RE, "MAJOR.MINOR like \"3.11\""),
     "pip_platforms": _platforms,
     "cores": _int(1, 1024),
