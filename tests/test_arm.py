@@ -37,9 +37,9 @@ pytestmark = pytest.mark.arm
 
 CASES = [  # profile, emulated CPUs (pinned: qemu's default `max` CPU breaks LiteRT int8)
     ("rpi4", ["cortex-a72", "cortex-a76", "cortex-a53"]),
-    ("rpi5-trixie", ["cortex-a76"]),  # the 64-bit trixie profiles share their wheels: one is enough
     ("rpi-32bit", ["cortex-a7"]),
     ("rpi-32bit-trixie", ["cortex-a7"]),
+    ("rpi5-trixie", ["cortex-a76"]),  # the 64-bit trixie profiles share their wheels: one is enough
 ]
 DEBIAN_ARCH = {"aarch64": "arm64", "armv7l": "armhf"}
 ARTIFACT = "tflite-int8"  # the README example's model: the default artifact of every archive
