@@ -8,6 +8,7 @@ and give onnxruntime an ARM /proc/cpuinfo (it segfaults reading the host's x86 o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -112,10 +113,22 @@ def rootfs_tarball(arch: str, suite: str = SUITE) -> Path:
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.partial-{os.getpid()}.tar")  # two builds at once never share a file
-    _run(["mmdebstrap", "--mode=root", f"--arch={arch}", "--variant=minbase",
-          "--include=" + ",".join(spec["include"]), suite, str(tmp), host_mirror()], f"mmdebstrap {suite} {arch}")
-    tmp.rename(dest)  # whole or not at all: a run killed mid-build leaves only the partial file
+    with open(dest.with_name(f".{dest.stem}.lock"), "w") as lock:
+        # another run building the same root filesystem (a parallel CI job): wait for it and take its result
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dest.is_file():
+            return dest
+        for stale in dest.parent.glob(f".{dest.stem}.partial-*.tar"):  # left by a killed run (we hold the lock)
+            stale.unlink()
+        tmp = dest.with_name(f".{dest.stem}.partial-{os.getpid()}.tar")
+        try:
+            _run(["mmdebstrap", "--mode=root", f"--arch={arch}", "--variant=minbase",
+                  "--include=" + ",".join(spec["include"]), suite, str(tmp), host_mirror()],
+                 f"mmdebstrap {suite} {arch}")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.rename(dest)  # whole or not at all: a killed run leaves only a partial file (removed by the next)
     return dest
 
 
