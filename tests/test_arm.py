@@ -145,37 +145,27 @@ def test_offline_bundle_matches_x86_under_emulation(full_bundle, device, tmp_pat
         assert _top_class(pred) == want, pred
 
 
-# Runs inside the chroot: every .tflite artifact through LiteRT and the numpy backend on the same raw inputs (the
-# check inputs plus random ones over their range: more rounding cases than 8 digits give).
+# Runs inside the chroot: every .tflite artifact through LiteRT and the numpy backend on the same raw inputs.
 COMPARE = r"""
 import json, sys
 import numpy as np
 import edgeport_runtime as er
-bundle = sys.argv[1]
-man = er.read_manifest(bundle)
-x = np.load(bundle + "/" + man.check["inputs"])
-rng = np.random.default_rng(0)
-x = np.concatenate([x, rng.uniform(x.min(), x.max(), (56,) + x.shape[1:]).astype(np.float32)])
-rows = []
-for art in man.artifacts:
+bundle, x = sys.argv[1], np.load(sys.argv[2])
+rows = {}
+for art in er.read_manifest(bundle).artifacts:
     if art.format != "tflite":
         continue
-    out = {}
+    rows[art.name] = {}
     for b in ("litert", "numpy"):
         with er.load(bundle, backend=b, num_threads=1, artifact=art.name) as m:
             spec = m.inputs[0]
             xr = er.quantize(x, spec.scale, spec.zero_point, spec.dtype) if spec.quantized else x
-            out[b] = m.predict_raw(xr)
-            quantized = m.outputs[0].quantized
-    a, n = out["litert"], out["numpy"]
-    rows.append({"artifact": art.name, "quantized": quantized, "dtype": str(a.dtype), "same_shape": a.shape == n.shape,
-                 "identical": bool(np.array_equal(a, n)),
-                 "max_abs_diff": float(np.abs(a.astype(np.float64) - n.astype(np.float64)).max())})
+            rows[art.name][b] = m.predict_raw(xr).tolist()
 print(json.dumps(rows))
 """
 
 
-def test_numpy_backend_matches_litert_in_arm64_chroot(device):
+def test_numpy_backend_in_arm64_chroot_matches_litert(full_bundle, device):
     dev = device("rpi4")
     # the numpy backend's wheels (tflite, flatbuffers) are pure Python: the rpi-32bit-trixie wheelhouse holds them
     wheels = sorted(wheelhouse(get_profile("rpi-32bit-trixie")).glob("*.whl"))
@@ -183,18 +173,39 @@ def test_numpy_backend_matches_litert_in_arm64_chroot(device):
     (dev.root / "opt" / "npwheels").mkdir(exist_ok=True)
     for w in wheels:
         shutil.copy2(w, dev.root / "opt" / "npwheels" / w.name)
+    # the check inputs plus random ones over their range: more rounding cases than 8 digits give
+    man = er.read_manifest(full_bundle)
+    x = np.load(full_bundle / man.check["inputs"])
+    x = np.concatenate([x, np.random.default_rng(0).uniform(x.min(), x.max(), (56,) + x.shape[1:])
+                        .astype(np.float32)])
+    np.save(dev.root / "opt" / "compare_inputs.npy", x)
     (dev.root / "opt" / "compare.py").write_text(COMPARE)
     cpu = dev.profile.qemu_cpu
     emulate.run(dev.root, "/opt/venv/bin/pip install --quiet --disable-pip-version-check --no-index "
                           "--find-links /opt/npwheels tflite flatbuffers", cpu)
-    rows = json.loads(emulate.run(dev.root, "/opt/venv/bin/python /opt/compare.py /opt/edgeport-*/bundle", cpu))
-    for r in rows:
-        print(f"arm64 {cpu} {r['artifact']}: numpy vs litert max_abs_diff {r['max_abs_diff']:.3g}"
-              + (" (identical)" if r["identical"] else ""))
-    assert {r["artifact"] for r in rows} == {a for a in dev.archive.artifacts if a.startswith("tflite")}
-    assert all(r["same_shape"] for r in rows), rows
-    quantized = [r for r in rows if r["quantized"]]
-    assert quantized and all(r["identical"] for r in quantized), rows  # int8: the same integers, every element
-    # float: the two sum in different orders (XNNPACK's NEON kernels vs numpy's BLAS), a rounding-level difference
-    # on outputs of magnitude <= 1 (softmax probabilities); 1e-5 is the smoke check's float tolerance
-    assert all(r["max_abs_diff"] <= 1e-5 for r in rows if not r["quantized"]), rows
+    rows = json.loads(emulate.run(dev.root, "/opt/venv/bin/python /opt/compare.py /opt/edgeport-*/bundle "
+                                            "/opt/compare_inputs.npy", cpu))
+    assert set(rows) == {a for a in dev.archive.artifacts if a.startswith("tflite")}
+    for art in man.artifacts:
+        if art.format != "tflite":
+            continue
+        with er.load(full_bundle, backend="litert", num_threads=1, artifact=art.name) as m:  # the x86 oracle
+            spec, quantized = m.inputs[0], m.outputs[0].quantized
+            xr = er.quantize(x, spec.scale, spec.zero_point, spec.dtype) if spec.quantized else x
+            x86 = m.predict_raw(xr).astype(np.float64)
+        arm_litert, arm_numpy = (np.array(rows[art.name][b], np.float64) for b in ("litert", "numpy"))
+        assert arm_litert.shape == arm_numpy.shape == x86.shape, art.name
+        d_litert = np.abs(arm_numpy - arm_litert)
+        print(f"arm64 {cpu} {art.name}: numpy vs arm64 litert max {d_litert.max():.3g} ({int((d_litert > 0).sum())} "
+              f"of {d_litert.size} differ), numpy vs x86 litert max {np.abs(arm_numpy - x86).max():.3g}")
+        if quantized:
+            # the numpy backend reproduces x86 LiteRT's integer arithmetic exactly, on ARM as on x86
+            assert np.array_equal(arm_numpy, x86), art.name
+            # LiteRT's own ARM int8 kernels round a rare tie differently from its x86 ones (measured here: 1 of
+            # 640 outputs of tflite-int8-pruned one step off, while its 8 check inputs agree exactly): against
+            # arm64 LiteRT the numpy backend is within 1 output step and identical on at least 99% of outputs
+            assert d_litert.max() <= 1 and (d_litert > 0).mean() <= 0.01, art.name
+        else:
+            # float: the two sum in different orders (XNNPACK's NEON kernels vs numpy's BLAS), a rounding-level
+            # difference on outputs of magnitude <= 1 (softmax probabilities); 1e-5 is the smoke check's tolerance
+            assert d_litert.max() <= 1e-5, art.name
