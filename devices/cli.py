@@ -24,12 +24,13 @@ def devices_main(args) -> int:
     if args.json:
         print(json.dumps([asdict(p) | {"formats": p.formats} for p in profiles.values()], indent=2))
         return 0
-    print(f"{'profile':<16} {'arch':<8} {'python':<6} {'cores':>5} {'RAM':>6} {'cpu':<12} {'backend':<15} runs")
+    print(f"{'profile':<19} {'arch':<8} {'os':<19} {'python':<6} {'cores':>5} {'RAM':>6} {'cpu':<12} "
+          f"{'backend':<15} runs")
     for p in profiles.values():
         missing = p.cannot_run()
         runs = ", ".join(p.formats) + (f" (no {', '.join(q.description for q in missing)})" if missing else "")
-        print(f"{p.name:<16} {p.arch:<8} {p.python:<6} {p.cores:>5} {p.ram_mb:>5}M {p.cpu.split()[0]:<12} "
-              f"{p.backend:<15} {runs}")
+        print(f"{p.name:<19} {p.arch:<8} {p.os:<19} {p.python:<6} {p.cores:>5} {p.ram_mb:>5}M "
+              f"{p.cpu.split()[0]:<12} {p.backend:<15} {runs}")
     return 0
 
 

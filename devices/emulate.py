@@ -8,6 +8,7 @@ and give onnxruntime an ARM /proc/cpuinfo (it segfaults reading the host's x86 o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -24,14 +25,17 @@ from edgeport_runtime.errors import EdgeportError
 ARCHES: Dict[str, Dict[str, object]] = {
     "arm64": {"binfmt": "qemu-aarch64", "machine": "aarch64",
               "include": ["python3", "python3-venv", "python3-pip", "ca-certificates"]},
-    # 32-bit Pi OS path: numpy and Pillow from the OS (no armv7 wheels of either on PyPI), tflite-runtime from
-    # the wheelhouse
+    # 32-bit Pi OS path: numpy and Pillow from the OS (no armv7 wheels of either on PyPI), the interpreter from
+    # the wheelhouse (tflite-runtime on bookworm; on trixie the numpy backend's pure-Python wheels)
     "armhf": {"binfmt": "qemu-arm", "machine": "armv7l",
               "include": ["python3", "python3-venv", "python3-pip", "python3-numpy", "python3-pil",
                           "ca-certificates"]},
 }
 HOST_PACKAGES = ["qemu-user-static", "binfmt-support", "mmdebstrap", "arch-test"]
-SUITE = "bookworm"
+# Debian releases a root filesystem can be built from: bookworm (Python 3.11, numpy 1.24 / Pillow 9.4 from the OS)
+# and trixie (Python 3.13, numpy 2.2 / Pillow 11.1), the bases of Raspberry Pi OS bookworm and trixie.
+SUITES = ("bookworm", "trixie")
+SUITE = "bookworm"  # the default
 
 # What a Cortex-A72 reports (trimmed): onnxruntime parses it; the host's x86 file makes it crash under qemu.
 ARM_CPUINFO = "".join(
@@ -95,27 +99,47 @@ def rootfs_cache() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "edgeport" / "rootfs"
 
 
-def rootfs_tarball(arch: str) -> Path:
-    """A cached Debian root filesystem tarball for ``arch`` (built once with mmdebstrap, ~2-3 min)."""
+def _check_suite(suite: str) -> None:
+    if suite not in SUITES:
+        raise EmulationError(f"no root filesystem for Debian {suite!r}; known releases: {', '.join(SUITES)}.")
+
+
+def rootfs_tarball(arch: str, suite: str = SUITE) -> Path:
+    """A cached Debian ``suite`` root filesystem tarball for ``arch`` (built once with mmdebstrap, ~2-3 min)."""
+    _check_suite(suite)
     spec = ARCHES[arch]
     key = hashlib.sha256(",".join(sorted(spec["include"])).encode()).hexdigest()[:8]  # other packages, other file
-    dest = rootfs_cache() / f"{SUITE}-{arch}-{key}.tar"
+    dest = rootfs_cache() / f"{suite}-{arch}-{key}.tar"
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".partial.tar")
-    _run(["mmdebstrap", "--mode=root", f"--arch={arch}", "--variant=minbase",
-          "--include=" + ",".join(spec["include"]), SUITE, str(tmp), host_mirror()], f"mmdebstrap {arch}")
-    tmp.rename(dest)
+    with open(dest.with_name(f".{dest.stem}.lock"), "w") as lock:
+        # another run building the same root filesystem (a parallel CI job): wait for it and take its result
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dest.is_file():
+            return dest
+        for stale in dest.parent.glob(f".{dest.stem}.partial-*.tar"):  # left by a killed run (we hold the lock)
+            stale.unlink()
+        tmp = dest.with_name(f".{dest.stem}.partial-{os.getpid()}.tar")
+        try:
+            _run(["mmdebstrap", "--mode=root", f"--arch={arch}", "--variant=minbase",
+                  "--include=" + ",".join(spec["include"]), suite, str(tmp), host_mirror()],
+                 f"mmdebstrap {suite} {arch}")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.rename(dest)  # whole or not at all: a killed run leaves only a partial file (removed by the next)
     return dest
 
 
 @contextlib.contextmanager
-def chroot(arch: str) -> Iterator[Path]:
-    """A fresh root filesystem for ``arch`` with /proc, /sys, /dev mounted and an ARM /proc/cpuinfo; cleaned up."""
+def chroot(arch: str, suite: str = SUITE) -> Iterator[Path]:
+    """A fresh Debian ``suite`` root filesystem for ``arch`` with /proc, /sys, /dev mounted and an ARM
+    /proc/cpuinfo; cleaned up on exit."""
+    _check_suite(suite)
     ensure_binfmt(arch)
-    tarball = rootfs_tarball(arch)
-    root = Path(tempfile.mkdtemp(prefix=f"edgeport-{arch}-"))
+    tarball = rootfs_tarball(arch, suite)
+    root = Path(tempfile.mkdtemp(prefix=f"edgeport-{suite}-{arch}-"))
     mounted: List[Path] = []
     try:
         _run(["tar", "-xf", str(tarball), "-C", str(root)], "extracting the root filesystem")

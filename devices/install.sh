@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 venv=${1:-"$here/venv"}
 case $venv in /*) ;; *) venv="$(pwd)/$venv" ;; esac  # scripts in the venv need its absolute path
 py=${PYTHON:-python3}
-# PROFILE ARCH PYTHON_VERSION EXTRAS SYSTEM_NUMPY OS_PACKAGES OS_MODULES (written by `edgeport bundle`)
+# PROFILE ARCH PYTHON_VERSION OS_RELEASE OS_CODENAME EXTRAS SYSTEM_NUMPY OS_PACKAGES OS_MODULES
+# (written by `edgeport bundle`)
 . "$here/device.env"
 fail() { echo "install.sh: $*" >&2; exit 2; }
 
@@ -24,6 +25,14 @@ print("armv7l" if struct.calcsize("P") == 4 and m in ("aarch64", "armv8l", "armv
 pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$pyver" = "$PYTHON_VERSION" ] || fail "this archive's wheels are for Python $PYTHON_VERSION but $py is \
 Python $pyver. Run with PYTHON=python$PYTHON_VERSION, or make the archive for a profile with python = \"$pyver\"."
+# Another OS release than the profile's: only a warning. The Python check above already refuses what cannot
+# work (bookworm has 3.11, trixie 3.13); what is left (e.g. Ubuntu with the same Python) may well run.
+if [ -n "$OS_CODENAME" ] && [ -r /etc/os-release ]; then
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    [ -z "$codename" ] || [ "$codename" = "$OS_CODENAME" ] || echo "install.sh: warning: this archive was made for \
+$PROFILE ($OS_RELEASE) but this machine runs $codename; if something fails, make the archive for a profile of \
+this OS (see edgeport devices)." >&2
+fi
 for m in $OS_MODULES; do
     "$py" -c "import $m" 2>/dev/null || fail "$PROFILE takes $OS_PACKAGES from the OS (no wheels for $ARCH on \
 PyPI) but $py cannot import $m. Install them: sudo apt install $OS_PACKAGES"
@@ -35,6 +44,9 @@ tmp="$venv.partial.$$"
 cleanup() { rm -rf "$tmp"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
+# A profile whose numpy (and Pillow) come from the OS (armv7: no wheels on PyPI) gets a venv that sees the OS's
+# site-packages: pip then counts the apt-installed numpy as meeting edgeport-runtime's and the backend's numpy
+# requirement and installs only the wheels in ./wheels (which hold no numpy for such a profile).
 if [ "$SYSTEM_NUMPY" = "1" ] || [ -n "$OS_PACKAGES" ]; then
     "$py" -m venv --system-site-packages "$tmp"   # the OS's packages (numpy, Pillow) stay visible
 else

@@ -43,8 +43,9 @@ class OfflineBundle:
 
 def device_env(profile: Profile) -> str:
     """device.env for install.sh: shell assignments of values the profile schema already restricted to
-    [A-Za-z0-9._,-] (quoted anyway)."""
+    [A-Za-z0-9._,-] and single spaces (quoted anyway)."""
     values = {"PROFILE": profile.name, "ARCH": profile.arch, "PYTHON_VERSION": profile.python,
+              "OS_RELEASE": profile.os, "OS_CODENAME": profile.os_codename,
               "EXTRAS": ",".join(profile.extras), "SYSTEM_NUMPY": str(int(profile.system_numpy)),
               "OS_PACKAGES": " ".join(profile.os_packages),
               "OS_MODULES": " ".join(OS_PACKAGES[p][0] for p in profile.os_packages)}

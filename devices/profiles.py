@@ -49,6 +49,8 @@ WHEEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,98}[a-z0-9])?$")
 WHEEL_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")  # an exact release, no specifiers or local parts
 QEMU_CPU_RE = re.compile(r"^([a-z0-9][a-z0-9.-]{0,40})?$")
 TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")  # one printable line
+# ID-VERSION_ID CODENAME as in the device's /etc/os-release ("debian-13 trixie"; Raspberry Pi OS is Debian), or any
+OS_RE = re.compile(r"^(any|[a-z]+-[0-9]+(\.[0-9]+)? [a-z]+)$")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Profile:
     name: str
     description: str
     arch: str
-    os: str
+    os: str  # the OS release: "debian-13 trixie", "ubuntu-18.04 bionic" or "any"
     python: str
     pip_platforms: List[str]
     cores: int
@@ -75,6 +77,11 @@ class Profile:
         """The backend table rows this profile's wheels provide, in wheel order."""
         table = backend_wheels()
         return [table[w] for w in self.wheels if w in table]
+
+    @property
+    def os_codename(self) -> str:
+        """The OS release's code name ("trixie"), or "" for a profile whose OS is "any"."""
+        return self.os.split(" ", 1)[1] if " " in self.os else ""
 
     @property
     def backends(self) -> List[str]:
@@ -164,7 +171,8 @@ SCHEMA: Dict[str, Callable[[Any], Optional[str]]] = {
     "name": _text(NAME_RE, "lower case letters, digits, '.', '_', '-', at most 64, like \"rpi4\""),
     "description": _text(TEXT_RE, "one line of printable text, at most 200 characters"),
     "arch": _one_of(ARCHES),
-    "os": _text(TEXT_RE, "one line of printable text, at most 200 characters"),
+    "os": _text(OS_RE, "an OS release as ID-VERSION CODENAME from /etc/os-release, like \"debian-13 trixie\" "
+                       "(Raspberry Pi OS counts as debian), or \"any\""),
     "python": _text(PYTHON_RE, "MAJOR.MINOR like \"3.11\""),
     "pip_platforms": _platforms,
     "cores": _int(1, 1024),

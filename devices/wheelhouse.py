@@ -75,7 +75,9 @@ def wheelhouse(profile: Profile) -> Path:
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    # With the OS's numpy (armv7), the interpreter wheel comes alone: its numpy dependency is met by the OS.
+    # With the OS's numpy (armv7) the profile's wheels come alone (pip would otherwise look for an armv7l numpy
+    # wheel, which PyPI does not have): numpy is met by the OS, any other dependency is listed in the profile
+    # (rpi-32bit-trixie lists flatbuffers next to tflite).
     _pip_download(profile, reqs, tmp, no_deps=profile.system_numpy)
     _pip_download(profile, SERVE_REQUIREMENTS, tmp, no_deps=False)  # pure Python: never met by the OS
     (tmp / ".complete").write_text("\n".join(reqs + SERVE_REQUIREMENTS) + "\n")

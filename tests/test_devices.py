@@ -11,7 +11,10 @@ from edgeport.devices.offline import archive_summary, make_offline_bundle
 from edgeport.devices.profiles import PROFILE_DIR, backend_wheels, get_profile, load_profiles
 from edgeport_runtime.errors import IntegrityError, UsageError
 
-EXPECTED = {"rpi-zero-2w", "rpi3", "rpi4", "rpi5", "rpi-32bit", "jetson-nano-cpu", "x86_64"}
+EXPECTED = {"rpi-zero-2w", "rpi3", "rpi4", "rpi5", "rpi-32bit", "jetson-nano-cpu", "x86_64",
+            "rpi-zero-2w-trixie", "rpi3-trixie", "rpi4-trixie", "rpi5-trixie", "rpi-32bit-trixie"}
+# Debian's own Python per release (bookworm ships 3.11, trixie 3.13): what a profile of that OS must say
+DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 
 
 def test_every_profile_loads_with_pinned_wheels():
@@ -24,6 +27,21 @@ def test_every_profile_loads_with_pinned_wheels():
         assert p.backend in p.backends and any(w in backend_wheels() for w in p.wheels)
 
 
+def test_profiles_state_os_release_and_its_python():
+    profiles = load_profiles()
+    for p in profiles.values():
+        if p.name.startswith("rpi"):  # Raspberry Pi OS is Debian: its release fixes the Python version
+            assert p.os in ("debian-12 bookworm", "debian-13 trixie"), p.name
+            assert p.python == DEBIAN_PYTHON[p.os_codename], p.name
+            assert p.name.endswith("-trixie") == (p.os_codename == "trixie"), p.name
+    assert profiles["x86_64"].os == "any" and profiles["x86_64"].os_codename == ""
+    # every bookworm Pi profile has its trixie twin, with the same hardware
+    for p in profiles.values():
+        if p.os_codename == "bookworm" and p.name.startswith("rpi"):
+            t = profiles[f"{p.name}-trixie"]
+            assert (t.arch, t.cores, t.ram_mb, t.qemu_cpu) == (p.arch, p.cores, p.ram_mb, p.qemu_cpu), p.name
+
+
 def test_what_profiles_can_run():
     rpi32, rpi4 = get_profile("rpi-32bit"), get_profile("rpi4")
     assert rpi32.can_run("onnx", "int8")[0] is False
@@ -31,6 +49,10 @@ def test_what_profiles_can_run():
     assert rpi32.can_run("tflite", "int8") == (True, "")
     assert rpi4.can_run("onnx", "int8") == (True, "") and rpi4.can_run("tflite", "dynamic-int8")[0]
     assert get_profile("jetson-nano-cpu").formats == ["tflite"]  # glibc 2.27: no onnxruntime 1.31
+    t32 = get_profile("rpi-32bit-trixie")  # the numpy backend: no interpreter wheel for armv7 on Python 3.13
+    assert t32.backends == ["numpy"] and t32.formats == ["tflite"] and t32.system_numpy
+    assert t32.can_run("onnx", "int8")[0] is False and t32.can_run("tflite", "dynamic-int8") == (True, "")
+    assert get_profile("rpi-32bit").backends == ["tflite-runtime"]  # bookworm keeps tflite-runtime
 
 
 def test_unknown_profile_hint():
@@ -48,6 +70,8 @@ def test_profile_unknown_key_rejected(tmp_path):
 def test_devices_cli_lists_profiles(cli):
     code, out, _ = cli("devices")
     assert code == 0 and all(name in out for name in EXPECTED) and "no dynamic-range" in out
+    row = next(ln.split() for ln in out.splitlines() if ln.startswith("rpi-32bit-trixie "))
+    assert row[:5] == ["rpi-32bit-trixie", "armv7l", "debian-13", "trixie", "3.13"] and "numpy" in row
 
 
 def test_offline_bundle_for_32bit_pi_leaves_out_what_it_cannot_run(full_bundle, tmp_path, capsys):
@@ -74,6 +98,37 @@ def _assert_serve_wheels(names, env):
     assert {"starlette", "uvicorn", "prometheus_client", "anyio", "h11", "click"} <= wheels, wheels
     assert any(line.startswith("EXTRAS=") and "serve" in line.split("=", 1)[1].split(",")
                for line in env.splitlines()), env
+
+
+def test_offline_bundle_for_32bit_trixie_pi_has_numpy_backend_and_os_numpy(full_bundle, tmp_path, capsys):
+    ob = make_offline_bundle(str(full_bundle), get_profile("rpi-32bit-trixie"), str(tmp_path / "t.tar.gz"))
+    assert "leaving out onnx-int8" in capsys.readouterr().out
+    names = archive_summary(ob.path)
+    top = next(iter(names)).split("/")[0]
+    wheels = sorted(n.rsplit("/", 1)[-1] for n in names if n.endswith(".whl"))
+    # pure-Python wheels only: the numpy backend's tflite schema and flatbuffers; numpy and Pillow come from the OS
+    assert [w for w in wheels if not w.startswith("edgeport_runtime-")] == [
+        "flatbuffers-25.12.19-py2.py3-none-any.whl", "tflite-2.18.0-py2.py3-none-any.whl"]
+    with tarfile.open(ob.path) as t:
+        man = json.loads(t.extractfile(f"{top}/bundle/manifest.json").read())
+        env = t.extractfile(f"{top}/device.env").read().decode()
+    # the numpy backend runs dynamic-range models too (tflite-runtime 2.14 cannot): every .tflite artifact goes
+    assert {a["name"] for a in man["artifacts"]} == {a["name"] for a in json.loads(
+        (full_bundle / "manifest.json").read_text())["artifacts"] if a["format"] == "tflite"}
+    assert "tflite-dynamic" in {a["name"] for a in man["artifacts"]}
+    for line in ("SYSTEM_NUMPY=1", "EXTRAS=numpy,image", "PYTHON_VERSION=3.13", "OS_CODENAME=trixie",
+                 "OS_RELEASE='debian-13 trixie'", "OS_PACKAGES='python3-numpy python3-pil'"):
+        assert line in env.splitlines(), (line, env)
+
+
+def test_offline_bundle_for_64bit_trixie_has_cp313_aarch64_wheels(full_bundle, tmp_path):
+    ob = make_offline_bundle(str(full_bundle), get_profile("rpi5-trixie"), str(tmp_path / "t5.tar.gz"))
+    wheels = [n.rsplit("/", 1)[-1] for n in archive_summary(ob.path) if n.endswith(".whl")]
+    for pin in ("numpy-2.4.6-cp313-cp313-", "ai_edge_litert-2.3.0-cp313-cp313-", "onnxruntime-1.31.1-cp313-cp313-",
+                "pillow-13.0.0-cp313-cp313-"):
+        assert any(w.startswith(pin) and w.endswith("aarch64.whl") for w in wheels), (pin, wheels)
+    # compiled wheels of other Pythons or architectures would not install on the device
+    assert not any(("-cp3" in w and "-cp313-" not in w and "abi3" not in w) or "x86_64" in w for w in wheels), wheels
 
 
 def test_offline_bundle_for_rpi4_has_aarch64_wheels(full_bundle, tmp_path):
@@ -107,6 +162,8 @@ def test_profile_arch_tags_mismatch_rejected(tmp_path):
     ('name = "rpi4 $(reboot)"', r"name = .* is not valid"),
     ('pip_platforms = ["any"]', r"pip_platforms = \['any'\] is not valid"),
     ('qemu_cpu = "max -d"', r"qemu_cpu = .* is not valid"),
+    ('os = "Raspberry Pi OS bookworm"', r"os = .* expected an OS release as ID-VERSION CODENAME"),
+    ('os = "debian-13 trixie; reboot"', r"os = .* is not valid"),
     ('system_numpy = "no"', r"system_numpy = 'no' is not valid; expected true or false"),
     ('os_packages = ["python3-pil; reboot"]', r"os_packages = .* expected a list of OS packages"),
 ])
@@ -234,6 +291,20 @@ def test_install_on_wrong_python_refused(x86_archive, tmp_path):
     assert not (tmp_path / "venv").exists()
 
 
+def test_install_on_other_os_release_warns(x86_archive, tmp_path):
+    top = _extract(x86_archive.path, tmp_path / "x")
+    host = subprocess.run(["sh", "-c", ". /etc/os-release && echo $VERSION_CODENAME"], capture_output=True,
+                          text=True).stdout.strip()
+    other = "trixie" if host != "trixie" else "bookworm"
+    env = (top / "device.env").read_text()
+    (top / "device.env").write_text(env.replace("OS_CODENAME=''", f"OS_CODENAME={other}")
+                                    .replace("OS_RELEASE=any", f"OS_RELEASE='debian-0 {other}'"))
+    (tmp_path / "venv").mkdir()  # stops install.sh right after its checks (no venv needed to see the warning)
+    out = _install(top, tmp_path / "venv")
+    assert f"warning: this archive was made for x86_64 (debian-0 {other}) but this machine runs {host}" in out.stderr
+    assert out.returncode == 2 and "already exists" in out.stderr
+
+
 def test_install_failing_pip_leaves_nothing(x86_archive, tmp_path):
     top = _extract(x86_archive.path, tmp_path / "x")
     for whl in (top / "wheels").glob("ai_edge_litert-*.whl"):
@@ -248,6 +319,7 @@ def test_install_builds_working_venv_at_its_final_path(x86_archive, tmp_path):
     out = _install(top, tmp_path / "venv")
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["venv", "x"]
+    assert "warning" not in out.stderr  # the x86_64 profile runs on any OS release
     # the console script written in the temp dir now points at the final venv's Python
     assert (tmp_path / "venv/bin/edgeport-run").read_text().splitlines()[0].startswith(f"#!{tmp_path}/venv/bin/python")
     run = subprocess.run([str(tmp_path / "venv/bin/edgeport-run"), "info", str(top / "bundle"), "--json"],
