@@ -78,10 +78,11 @@ class Profile:
 
     @property
     def extras(self) -> List[str]:
-        """The pip extras of edgeport-runtime the device installs (backends, then image support)."""
+        """The pip extras of edgeport-runtime the device installs (backends, image support, the service)."""
         ex = [BACKEND_WHEELS[w][2] for w in self.wheels if w in BACKEND_WHEELS]
         ex += [EXTRA_WHEELS[w] for w in self.wheels if w in EXTRA_WHEELS]
         ex += [OS_PACKAGES[p][1] for p in self.os_packages if OS_PACKAGES[p][1]]
+        ex.append("serve")  # every device can run the model as a service (pure-Python wheels, any platform)
         return list(dict.fromkeys(ex))
 
     def can_run(self, fmt: str, quantization: str) -> Tuple[bool, str]:

@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "requirements" / "device-constraints.txt"
 
 
+# `edgeport-run serve` (the runtime's [serve] extra) goes onto every device: pure-Python wheels, fetched with their
+# dependencies at the versions CONSTRAINTS pins, whatever the profile's platform.
+SERVE_REQUIREMENTS = ["starlette", "uvicorn", "prometheus-client"]
+
+
 class WheelhouseError(EdgeportError):
     """pip could not fetch the wheels a profile needs."""
 
@@ -45,12 +50,15 @@ def _pip_download(profile: Profile, requirements: List[str], dest: Path, no_deps
 
 
 def wheelhouse(profile: Profile) -> Path:
-    """A directory of wheels that installs the profile's backend (and numpy unless the OS provides it).
+    """A directory of wheels that installs the profile's backend (and numpy unless the OS provides it) and the
+    service (`edgeport-run serve`).
 
     Cached under ~/.cache/edgeport/wheelhouses/<profile>-<hash of its wheels>; a second call downloads nothing.
     """
     reqs = [f"{name}=={version}" for name, version in sorted(profile.wheels.items())]
-    key = hashlib.sha256(("|".join(reqs + profile.pip_platforms + [profile.python])).encode()).hexdigest()[:12]
+    pins = CONSTRAINTS.read_text() if CONSTRAINTS.is_file() else ""
+    key = hashlib.sha256(("|".join(reqs + SERVE_REQUIREMENTS + profile.pip_platforms + [profile.python, pins])
+                          ).encode()).hexdigest()[:12]
     dest = default_cache_dir() / "wheelhouses" / f"{profile.name}-{key}"
     if (dest / ".complete").is_file():
         return dest
@@ -59,7 +67,8 @@ def wheelhouse(profile: Profile) -> Path:
     tmp.mkdir(parents=True)
     # With the OS's numpy (armv7), the interpreter wheel comes alone: its numpy dependency is met by the OS.
     _pip_download(profile, reqs, tmp, no_deps=profile.system_numpy)
-    (tmp / ".complete").write_text("\n".join(reqs) + "\n")
+    _pip_download(profile, SERVE_REQUIREMENTS, tmp, no_deps=False)  # pure Python: never met by the OS
+    (tmp / ".complete").write_text("\n".join(reqs + SERVE_REQUIREMENTS) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

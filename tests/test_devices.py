@@ -65,6 +65,15 @@ def test_offline_bundle_for_32bit_pi_leaves_out_what_it_cannot_run(full_bundle, 
     assert {a["name"] for a in man["artifacts"]} == {"tflite-fp32", "tflite-fp16", "tflite-int8",
                                                      "tflite-int8-qat", "tflite-int8-pruned"}
     assert man["default_artifact"] == "tflite-int8" and "SYSTEM_NUMPY=1" in env and "EXTRAS=tflite" in env
+    _assert_serve_wheels(names, env)
+
+
+def _assert_serve_wheels(names, env):
+    """`edgeport-run serve` installs offline: its pure-Python wheels are in, and install.sh asks for [serve]."""
+    wheels = {n.rsplit("/", 1)[-1].split("-")[0] for n in names if n.endswith(".whl")}
+    assert {"starlette", "uvicorn", "prometheus_client", "anyio", "h11", "click"} <= wheels, wheels
+    assert any(line.startswith("EXTRAS=") and "serve" in line.split("=", 1)[1].split(",")
+               for line in env.splitlines()), env
 
 
 def test_offline_bundle_for_rpi4_has_aarch64_wheels(full_bundle, tmp_path):
@@ -74,6 +83,9 @@ def test_offline_bundle_for_rpi4_has_aarch64_wheels(full_bundle, tmp_path):
     assert any(w.startswith("numpy-2.4.6") and "aarch64" in w for w in wheels)
     assert any(w.startswith("onnxruntime-1.31.1") and "aarch64" in w for w in wheels)
     assert not any("x86_64" in w for w in wheels)
+    top = next(iter(archive_summary(ob.path))).split("/")[0]
+    with tarfile.open(ob.path) as t:
+        _assert_serve_wheels(archive_summary(ob.path), t.extractfile(f"{top}/device.env").read().decode())
     with pytest.raises(UsageError, match="--force"):
         make_offline_bundle(str(full_bundle), get_profile("rpi4"), str(tmp_path / "b.tar.gz"))
 

@@ -1,4 +1,4 @@
-"""`edgeport-run`: the device-side command (no TensorFlow). info | predict | bench."""
+"""`edgeport-run`: the device-side command (no TensorFlow). info | predict | bench | serve."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +8,8 @@ import sys
 import traceback
 from typing import List, Optional
 
-import numpy as np
-
-from .errors import EdgeportError, ModelLoadError
+from .errors import EdgeportError
+from .results import summarize
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Parser for edgeport-run and its three subcommands."""
+    """Parser for edgeport-run and its subcommands."""
     p = _Parser(prog="edgeport-run", description="Run an edgeport bundle on this device (no TensorFlow). "
                 "Exit codes: 0 ok, 2 bad usage or input.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -45,7 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--runs", type=int, default=200, help="timed batch-1 runs (default 200)")
             s.add_argument("--batch", type=int, default=32, help="batch size for throughput (default 32)")
             s.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process cold start")
+    _add_serve(sub)
     return p
+
+
+def _add_serve(sub) -> None:
+    help_ = "serve the model over HTTP: POST /predict, GET /health, /info, /metrics and a page at / ([serve] extra)"
+    s = sub.add_parser("serve", help=help_, description=help_ + ". Prints 'listening on http://HOST:PORT' as the "
+                       "first line once it accepts requests; stops on Ctrl-C or SIGTERM.")
+    s.add_argument("bundle", help="bundle directory or archive, a .tflite/.onnx file, or a device release directory "
+                                  "(its bundle/ and, when present, the artifact/backend/threads in selected.json)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the LAN)")
+    s.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 picks a free one)")
+    s.add_argument("--threads", type=int, help="interpreter threads (default: the release's selection, else all "
+                                               "cores)")
+    s.add_argument("--token-file", help="require 'Authorization: Bearer TOKEN' (the file's content) on /predict, "
+                                        "/info and /metrics")
+    s.add_argument("--artifact", help="which artifact of the bundle (default: the release's selection, else the "
+                                      "bundle's default)")
+    s.add_argument("--backend", help="litert, tflite-runtime, onnxruntime or numpy (default: the best installed)")
+    s.add_argument("--max-body-bytes", type=int, help="largest request body taken (default 8 MiB); larger: 413")
+    s.add_argument("--max-batch", type=int, help="most samples per interpreter call when concurrent requests are "
+                                                 "batched together (default 256)")
+    s.add_argument("--top", type=int, default=3, help="classes returned per sample unless a request asks (default 3)")
+    s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="Uvicorn's log level (default warning)")
+
+
+def _serve(args) -> int:
+    from .serve import serve
+
+    return serve(args.bundle, host=args.host, port=args.port, threads=args.threads, token_file=args.token_file,
+                 artifact=args.artifact, backend=args.backend, max_body_bytes=args.max_body_bytes,
+                 max_batch=args.max_batch, top=args.top, log_level=args.log_level)
 
 
 def _info(args) -> int:
@@ -99,19 +131,7 @@ def _predict(args) -> int:
         for i, o in enumerate(y):
             print(f"output {i}: shape {list(o.shape)}")
         return 0
-    if task == "autoencoder":
-        if y.shape != (len(x), int(np.prod(x.shape[1:]))):
-            raise ModelLoadError(f"the manifest says task 'autoencoder' but the model maps inputs "
-                                 f"{list(x.shape[1:])} to outputs {list(y.shape[1:])}, not a reconstruction; the "
-                                 "manifest does not belong to this model.")
-        err = np.mean((y - x.reshape(len(x), -1)) ** 2, axis=1)
-        rows = [{"sample": i, "reconstruction_mse": float(e)} for i, e in enumerate(err)]
-    else:
-        rows = []
-        for i, p in enumerate(y):
-            top = np.argsort(-p)[: args.top]
-            rows.append({"sample": i, "top": [{"class": int(c), "label": labels[c] if c < len(labels) else str(c),
-                                               "score": float(p[c])} for c in top]})
+    rows = summarize(x, y, task, labels, args.top)
     if args.json:
         print(json.dumps({"results": rows, "outputs": y.tolist()}))
         return 0
@@ -155,7 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = {"info": _info, "predict": _predict, "bench": _bench}[args.command](args)
+        code = {"info": _info, "predict": _predict, "bench": _bench, "serve": _serve}[args.command](args)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler, not at interpreter exit
         return code
     except BrokenPipeError:  # `edgeport-run info B | head`: the reader left; nothing more to say
