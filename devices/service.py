@@ -87,16 +87,18 @@ def service_name(remote_dir: str) -> str:
     return "edgeport" if slug in ("", "edgeport") else f"edgeport-{slug}"
 
 
-def systemd_quote(arg: str) -> str:
-    """One ExecStart= argument, double-quoted for systemd: backslash and quote escaped, ``%`` (specifiers) and
-    ``$`` (variable expansion) doubled so the value reaches the program exactly.
+def systemd_quote(arg: str, executable: bool = False) -> str:
+    """One ExecStart= word, double-quoted for systemd: backslash and quote escaped, ``%`` (specifiers) doubled,
+    and ``$`` (variable expansion, which systemd applies to the arguments but not to the ``executable`` path)
+    doubled in arguments, so the value reaches the program exactly.
 
     Raises:
         UsageError: control characters (a unit file line cannot hold them).
     """
     if any(ord(c) < 32 or ord(c) == 127 for c in arg):
         raise UsageError(f"{arg!r}: control characters cannot go into a systemd unit.")
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$") + '"'
+    out = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return '"' + (out if executable else out.replace("$", "$$")) + '"'
 
 
 def render_unit(spec: ServiceSpec, root: str, user: str) -> str:
@@ -129,7 +131,7 @@ def render_unit(spec: ServiceSpec, root: str, user: str) -> str:
         "[Service]",
         "Type=exec",
         *([f"User={user}"] if system else []),
-        "ExecStart=" + " ".join(systemd_quote(a) for a in cmd),
+        "ExecStart=" + " ".join(systemd_quote(a, executable=i == 0) for i, a in enumerate(cmd)),
         "Restart=on-failure",
         "RestartSec=2",
         "Environment=PYTHONUNBUFFERED=1",
