@@ -101,6 +101,8 @@ def deploy_arguments(p: argparse.ArgumentParser) -> None:
 def deploy_main(args) -> int:
     """Deploy and print the device's smoke parity, selection and bench; exit 1 when the health gate switched back
     (HealthGateError), 2 for every other failure."""
+    from edgeport_runtime.select import threads_text
+
     from .deploy import deploy
     from .profiles import get_profile
     from .service import ServiceSpec, service_name
@@ -113,7 +115,7 @@ def deploy_main(args) -> int:
     b, s = res["bench"], res["selected"]
     print(f"deployed release {res['release']} to {res['host']} ({res['profile']}): "
           f"smoke {'passed' if res['smoke']['passed'] else 'FAILED'}; selected on the device from "
-          f"{s['configurations']} configurations: {s['artifact']} [{s['backend']}, {s['threads']} threads] "
+          f"{s['configurations']} configurations: {s['artifact']} [{s['backend']}, {threads_text(s['threads'])}] "
           f"p50 {b['latency_ms']['p50']:.4f} ms, cold start {b['cold_start_s'] * 1000:.0f} ms, "
           f"RSS {b['cold_start_rss_mb']:.0f} MiB. Results in {args.bundle}/devices/.")
     if not s["gated"]:

@@ -74,6 +74,8 @@ switch_current() {
 # service_load: read service.conf into svc_*; returns 1 when this ROOT has no service.
 # service_restart / service_stop: (re)start or stop it on the current release.
 # health_wait: poll http://HOST:PORT/health until 200 or HEALTH_TIMEOUT seconds; on failure print why (stderr).
+#   The service answers only once its model is loaded, so three error answers in a row (1.5 s) are final, as is
+#   the process of a `process` service exiting.
 # gated_switch REL: switch `current` to REL; with a service, restart it and wait for /health, and when it does
 #   not come up healthy, switch back to the release that was current, restart the service on it, print why and
 #   return 9 (the caller exits 9: "health gate failed, previous release current again").
@@ -187,6 +189,7 @@ import json, os, sys, time, urllib.error, urllib.request
 url, timeout, pidf = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 deadline = time.monotonic() + timeout
 why = "no answer"
+unhealthy = 0
 while True:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -194,6 +197,7 @@ while True:
                 sys.exit(0)
             why = "HTTP %d" % r.status
     except urllib.error.HTTPError as e:
+        unhealthy += 1
         body = e.read(4000).decode("utf-8", "replace")
         try:
             d = json.loads(body)
@@ -209,7 +213,7 @@ while True:
         except (OSError, ValueError):
             why = "the service process exited (" + why + ")"
             break
-    if time.monotonic() >= deadline:
+    if time.monotonic() >= deadline or unhealthy >= 3:
         break
     time.sleep(0.5)
 print(why, file=sys.stderr)

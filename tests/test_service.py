@@ -103,7 +103,7 @@ def test_deploy_refuses_bad_service_options_before_contacting_the_device(cli, tm
 def service_port(sshd):
     port = _free_port()
     yield port
-    pidf = Path(sshd["remote"]) / "service" / "edgeport.pid"  # stop the service the tests started
+    pidf = Path(sshd["remote"]) / "service" / f"{service_name(sshd['remote'])}.pid"  # stop what the tests started
     if pidf.is_file():
         try:
             os.kill(int(pidf.read_text()), signal.SIGTERM)
@@ -126,7 +126,7 @@ def _health(port):
 
 
 def _service_pid(s):
-    return int((Path(s["remote"]) / "service" / "edgeport.pid").read_text())
+    return int((Path(s["remote"]) / "service" / f"{service_name(s['remote'])}.pid").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_deploy_as_service_switches_when_healthy_and_records_the_choice(service_
     rel = Path(sshd["remote"]) / "releases" / service_deploy
     assert _complete(sshd, service_deploy)
     assert (Path(sshd["remote"]) / "service.conf").read_text().split() == [
-        "process", "edgeport", "127.0.0.1", str(service_port), "60"]
+        "process", service_name(sshd["remote"]), "127.0.0.1", str(service_port), "60"]
     selected = json.loads((rel / "selected.json").read_text())
     status, body = _health(service_port)
     assert status == 200 and body["status"] == "ok"
@@ -210,7 +210,8 @@ def test_release_failing_health_is_switched_back_and_deploy_exits_1(service_depl
     code, out, err = cli("deploy", full_bundle, *_args(sshd))
     assert code == 0, err
     assert bad not in _releases(sshd) and _current(sshd) not in (bad, service_deploy)
-    assert "service edgeport (process) answers /health" in out and _health(service_port)[0] == 200
+    assert f"service {service_name(sshd['remote'])} (process) answers /health" in out
+    assert _health(service_port)[0] == 200
 
 
 def test_rollback_restarts_the_service_on_the_older_release(service_deploy, sshd, service_port, cli):
