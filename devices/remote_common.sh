@@ -213,7 +213,10 @@ while True:
         except (OSError, ValueError):
             why = "the service process exited (" + why + ")"
             break
-    if time.monotonic() >= deadline or unhealthy >= 3:
+    if unhealthy >= 3:
+        break
+    if time.monotonic() >= deadline:
+        why = "no healthy answer within %gs; last: %s" % (timeout, why)
         break
     time.sleep(0.5)
 print(why, file=sys.stderr)
@@ -238,12 +241,12 @@ gated_switch() {
         else
             back="the service did not come up on it either ($back)"
         fi
-        echo "release ${gs_new#releases/} did not pass /health within ${svc_timeout}s (${gs_why% }); current is" \
+        echo "release ${gs_new#releases/} did not pass /health (${gs_why% }); current is" \
              "${gs_prev#releases/} again and $back" >&2
     else
         rm -f current
         service_stop || true
-        echo "release ${gs_new#releases/} did not pass /health within ${svc_timeout}s (${gs_why% }); there is no" \
+        echo "release ${gs_new#releases/} did not pass /health (${gs_why% }); there is no" \
              "previous release to go back to, so the service was stopped" >&2
     fi
     return 9
