@@ -94,6 +94,9 @@ def deploy_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--service-host", default="127.0.0.1",
                    help="address the service listens on (default 127.0.0.1: this device only; 0.0.0.0 for the LAN)")
     g.add_argument("--service-port", type=int, default=8080, help="TCP port (default 8080)")
+    g.add_argument("--service-token-file", metavar="PATH",
+                   help="a file on the device holding a bearer token the service then requires (everything but / "
+                        "and /health); absolute, or relative to --remote-dir. For --service-host 0.0.0.0")
     g.add_argument("--health-timeout", type=int, default=HEALTH_TIMEOUT, metavar="SECONDS",
                    help=f"how long the restarted service has to answer /health (default {HEALTH_TIMEOUT})")
 
@@ -110,7 +113,7 @@ def deploy_main(args) -> int:
     spec = None
     if args.service:
         spec = ServiceSpec(args.service_manager, args.service_scope, args.service_host, args.service_port,
-                           args.health_timeout, service_name(args.remote_dir)).check()
+                           args.health_timeout, service_name(args.remote_dir), args.service_token_file).check()
     res = deploy(args.bundle, get_profile(args.device), _target(args), service=spec)
     b, s = res["bench"], res["selected"]
     print(f"deployed release {res['release']} to {res['host']} ({res['profile']}): "

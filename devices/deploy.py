@@ -286,7 +286,7 @@ def deploy(bundle_dir: str, profile: Profile, target: Target, warn=print, servic
     result = {"host": target.host, "port": target.port, "remote_dir": target.remote_dir, "profile": profile.name,
               "release": rid, "artifacts": ob.artifacts, "left_out": ob.left_out, "smoke": smoke, "bench": bench,
               "selected": _selection_summary(selected), "deployed": now, "current": rid, "current_since": now}
-    if len(conf) == 5 and conf[3].isdigit():
+    if len(conf) >= 5 and conf[3].isdigit():
         result["service"] = {"mode": conf[0], "name": conf[1], "host": conf[2], "port": int(conf[3]),
                              "health": "ok"}
     state = _state_file(Path(bundle_dir), profile.name, target)

@@ -69,7 +69,8 @@ switch_current() {
 }
 
 # ---- the model service (edgeport deploy --service; see devices/service.py) ----
-# ROOT/service.conf, one line: MODE NAME HOST PORT HEALTH_TIMEOUT, MODE = systemd-user | systemd-system | process.
+# ROOT/service.conf, one line: MODE NAME HOST PORT HEALTH_TIMEOUT TOKEN_FILE, MODE = systemd-user | systemd-system |
+# process, TOKEN_FILE '-' for none (else absolute or relative to ROOT; older files have no such field).
 # service_configure LINE [UNIT_TEXT]: check LINE, install the unit (systemd) and record LINE in service.conf.
 # service_load: read service.conf into svc_*; returns 1 when this ROOT has no service.
 # service_restart / service_stop: (re)start or stop it on the current release.
@@ -86,10 +87,12 @@ svc_check() {
     for n in "$svc_port" "$svc_timeout"; do
         case $n in ""|*[!0-9]*) echo "bad service number ${n}" >&2; exit 2 ;; esac
     done
+    svc_token=${svc_token:--}
+    case $svc_token in -) ;; *[!A-Za-z0-9._/-]*|*..*) echo "bad service token file ${svc_token}" >&2; exit 2 ;; esac
 }
 service_load() {
     [ -f "$root/service.conf" ] || return 1
-    read -r svc_mode svc_name svc_host svc_port svc_timeout < "$root/service.conf" || return 1
+    read -r svc_mode svc_name svc_host svc_port svc_timeout svc_token < "$root/service.conf" || return 1
     svc_check
 }
 as_root() {
@@ -103,7 +106,7 @@ svc_systemctl() {
     fi
 }
 service_configure() {
-    read -r svc_mode svc_name svc_host svc_port svc_timeout <<SVC
+    read -r svc_mode svc_name svc_host svc_port svc_timeout svc_token <<SVC
 $1
 SVC
     svc_check
@@ -162,8 +165,10 @@ service_restart() {
         mkdir -p "$root/service"
         # a new session, every inherited descriptor closed (fd 9 holds the deploy lock: the service must not)
         if command -v setsid >/dev/null 2>&1; then ss=setsid; else ss=; fi
+        tok=""
+        [ "$svc_token" = - ] || case $svc_token in /*) tok=$svc_token ;; *) tok="$root/$svc_token" ;; esac
         ( cd / && exec $ss nohup "$root/current/venv/bin/edgeport-run" serve "$root/current" --host "$svc_host" \
-            --port "$svc_port" </dev/null >>"$root/service/$svc_name.log" 2>&1 9>&- ) &
+            --port "$svc_port" ${tok:+--token-file "$tok"} </dev/null >>"$root/service/$svc_name.log" 2>&1 9>&- ) &
         echo $! > "$root/service/$svc_name.pid"
         ;;
     *)

@@ -11,8 +11,9 @@
 # deploy. Pruning (after a healthy switch) keeps `current` and the newest KEEP complete releases.
 # Args: ROOT RELEASE_ID SHA256 SIZE THREADS KEEP LOCK_WAIT [SERVICE [UNIT]]
 #   THREADS: the profile's cores (smoke runs with them; the selection measures 1..THREADS).
-#   SERVICE: "" (keep ROOT/service.conf as it is, if any) or "MODE NAME HOST PORT HEALTH_TIMEOUT" with MODE
-#   systemd-user | systemd-system | process; UNIT: the systemd unit text for systemd modes (devices/service.py).
+#   SERVICE: "" (keep ROOT/service.conf as it is, if any) or "MODE NAME HOST PORT HEALTH_TIMEOUT TOKEN_FILE" with
+#   MODE systemd-user | systemd-system | process and TOKEN_FILE '-' for none; UNIT: the systemd unit text for
+#   systemd modes (devices/service.py).
 # Exit codes: 0 switched (prints the release id last), 2 bad arguments, 3 smoke parity failed, 5 no COMMIT,
 #   6 lock busy, 7 bad upload, 8 failed checks, 9 health gate failed (previous release current again),
 #   10 no artifact qualifies for the device's selection.

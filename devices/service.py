@@ -14,14 +14,19 @@ The service binds to 127.0.0.1 unless told otherwise. Its interpreter threads, a
 release's selection (``selected.json``: measured on the device at 1..the profile's cores, see
 :mod:`edgeport_runtime.select`), so the unit never pins a thread count that could be the slow one.
 
-The device keeps the choice in ``ROOT/service.conf`` (one line: MODE NAME HOST PORT HEALTH_TIMEOUT); every later
-deploy and rollback of that ROOT restarts the service and waits for its /health before it keeps the switch.
+With ``token_file`` (a file on the device) the service requires its bearer token on everything but / and /health
+(for a LAN service: ``--service-host 0.0.0.0``).
+
+The device keeps the choice in ``ROOT/service.conf`` (one line: MODE NAME HOST PORT HEALTH_TIMEOUT TOKEN_FILE);
+every later deploy and rollback of that ROOT restarts the service and waits for its /health before it keeps the
+switch.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 from edgeport_runtime.errors import UsageError
 
@@ -30,6 +35,7 @@ SCOPES = ("user", "system")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}"
                          r"[A-Za-z0-9])?)*$")
+TOKEN_PATH_RE = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")  # it travels in service.conf (space-separated) and a unit
 HEALTH_TIMEOUT = 90  # seconds: Python + Starlette + Uvicorn + the model start in ~2 s here, far longer on a Pi Zero
 
 
@@ -43,6 +49,7 @@ class ServiceSpec:
     port: int = 8080
     health_timeout: int = HEALTH_TIMEOUT
     name: str = "edgeport"
+    token_file: Optional[str] = None  # on the device: absolute, or relative to the device directory
 
     def check(self) -> "ServiceSpec":
         """Refuse values that do not fit (they end up in a unit file and in device shell commands)."""
@@ -59,6 +66,10 @@ class ServiceSpec:
             raise UsageError(f"--health-timeout {self.health_timeout}: expected seconds from 1 to 3600.")
         if not NAME_RE.match(self.name):
             raise UsageError(f"service name {self.name!r}: expected letters, digits, '.', '_', '-' (at most 64).")
+        if self.token_file is not None and (not TOKEN_PATH_RE.match(self.token_file)
+                                            or ".." in self.token_file.split("/")):
+            raise UsageError(f"--service-token-file {self.token_file!r}: expected a path on the device (letters, "
+                             "digits, '.', '_', '-', '/'; no '..'), absolute or relative to --remote-dir.")
         return self
 
     @property
@@ -67,8 +78,8 @@ class ServiceSpec:
         return f"systemd-{self.scope}" if self.manager == "systemd" else "process"
 
     def conf_line(self) -> str:
-        """The device's ROOT/service.conf line (MODE NAME HOST PORT HEALTH_TIMEOUT)."""
-        return f"{self.mode} {self.name} {self.host} {self.port} {self.health_timeout}"
+        """The device's ROOT/service.conf line (MODE NAME HOST PORT HEALTH_TIMEOUT TOKEN_FILE, '-' for none)."""
+        return f"{self.mode} {self.name} {self.host} {self.port} {self.health_timeout} {self.token_file or '-'}"
 
 
 def host_ok(host: str) -> bool:
@@ -116,6 +127,8 @@ def render_unit(spec: ServiceSpec, root: str, user: str) -> str:
     root = root.rstrip("/") or "/"
     cmd = [f"{root}/current/venv/bin/edgeport-run", "serve", f"{root}/current", "--host", spec.host,
            "--port", str(spec.port)]
+    if spec.token_file:
+        cmd += ["--token-file", spec.token_file if spec.token_file.startswith("/") else f"{root}/{spec.token_file}"]
     system = spec.scope == "system"
     lines = [
         "# Written by `edgeport deploy --service`; every deploy and rollback of this directory restarts it and",

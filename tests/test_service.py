@@ -79,11 +79,19 @@ def test_systemd_quote_round_trips_through_systemd_escape():
     ("host", "127.0.0.1; reboot", "--service-host"), ("host", "-oProxy", "--service-host"),
     ("port", 0, "--service-port"), ("port", 70000, "--service-port"), ("health_timeout", 0, "--health-timeout"),
     ("manager", "cron", "--service-manager"), ("scope", "global", "--service-scope"),
-    ("name", "a/b", "service name"),
+    ("name", "a/b", "service name"), ("token_file", "my token", "--service-token-file"),
+    ("token_file", "../../etc/shadow", "--service-token-file"),
 ])
 def test_service_spec_refuses_bad_values(field, value, message):
     with pytest.raises(UsageError, match=message):
         ServiceSpec(**{field: value}).check()
+
+
+def test_unit_passes_the_token_file_resolved_in_the_device_directory():
+    unit = render_unit(ServiceSpec(host="0.0.0.0", token_file="secrets/token"), "/home/pi/edgeport", "pi")
+    assert '"--host" "0.0.0.0"' in unit and '"--token-file" "/home/pi/edgeport/secrets/token"' in unit
+    assert ServiceSpec(token_file="/etc/edgeport/token").conf_line().endswith(" /etc/edgeport/token")
+    assert ServiceSpec().conf_line() == "systemd-user edgeport 127.0.0.1 8080 90 -"
 
 
 def test_service_name_per_device_directory():
@@ -147,7 +155,7 @@ def test_deploy_as_service_switches_when_healthy_and_records_the_choice(service_
     rel = Path(sshd["remote"]) / "releases" / service_deploy
     assert _complete(sshd, service_deploy)
     assert (Path(sshd["remote"]) / "service.conf").read_text().split() == [
-        "process", service_name(sshd["remote"]), "127.0.0.1", str(service_port), "60"]
+        "process", service_name(sshd["remote"]), "127.0.0.1", str(service_port), "60", "-"]
     selected = json.loads((rel / "selected.json").read_text())
     status, body = _health(service_port)
     assert status == 200 and body["status"] == "ok"
