@@ -84,6 +84,12 @@ test: $(STAMP) $(RSTAMP)
 	@command -v systemd-analyze >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; } || \
 	  { echo "make test: the service tests need systemd-analyze; run: sudo apt-get install systemd" >&2; exit 2; }
+	@# the serve page's browser test drives Debian's Chromium through its chromium-driver: same deal
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  chromium chromium-driver >/dev/null; } || \
+	  { echo "make test: the browser test needs Chromium; run: sudo apt-get install chromium chromium-driver" >&2; \
+	  exit 2; }
 	$(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-runtime
 
@@ -108,6 +114,7 @@ test-arm: $(STAMP)
 benchmarks: $(BUNDLE)/manifest.json
 	$(BIN)/python benchmarks/bench_train.py digits:tiny_cnn digits:ds_cnn mnist:resnet8
 	$(BIN)/python benchmarks/bench_runtime.py $(BUNDLE)
+	$(BIN)/python benchmarks/bench_serve.py $(BUNDLE)
 
 dist: $(STAMP)
 	rm -rf dist/edgeport_runtime-*.whl

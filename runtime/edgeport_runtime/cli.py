@@ -53,17 +53,15 @@ def _add_serve(sub) -> None:
     s = sub.add_parser("serve", help=help_, description=help_ + ". Prints 'listening on http://HOST:PORT' as the "
                        "first line once it accepts requests; stops on Ctrl-C or SIGTERM.")
     s.add_argument("bundle", help="bundle directory or archive, a .tflite/.onnx file, or a device release directory "
-                                  "(its bundle/ and, when present, the artifact/backend/threads in selected.json)")
+                                  "(~/edgeport/current: its bundle/)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the LAN)")
     s.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 picks a free one)")
-    s.add_argument("--threads", type=int, help="interpreter threads (default: the release's selection, else all "
-                                               "cores)")
+    s.add_argument("--threads", type=int, help="interpreter threads (default: as for predict)")
     s.add_argument("--token-file", help="require 'Authorization: Bearer TOKEN' (the file's content) on /predict, "
                                         "/info and /metrics")
-    s.add_argument("--artifact", help="which artifact of the bundle (default: the release's selection, else the "
-                                      "bundle's default)")
-    s.add_argument("--backend", help="litert, tflite-runtime, onnxruntime or numpy (default: the best installed)")
+    s.add_argument("--artifact", help="which artifact of the bundle (default: as for predict)")
+    s.add_argument("--backend", help="litert, tflite-runtime, onnxruntime or numpy (default: as for predict)")
     s.add_argument("--max-body-bytes", type=int, help="largest request body taken (default 8 MiB); larger: 413")
     s.add_argument("--max-batch", type=int, help="most samples per interpreter call when concurrent requests are "
                                                  "batched together (default 256)")

@@ -22,9 +22,9 @@ def summarize(x: np.ndarray, y: np.ndarray, task: str, labels: List[str], top: i
                                  "manifest does not belong to this model.")
         err = np.mean((y - x.reshape(len(x), -1)) ** 2, axis=1)
         return [{"sample": i, "reconstruction_mse": float(e)} for i, e in enumerate(err)]
-    rows = []
-    for i, p in enumerate(y.reshape(len(y), -1)):
-        best = np.argsort(-p, kind="stable")[:top]
-        rows.append({"sample": i, "top": [{"class": int(c), "label": labels[c] if c < len(labels) else str(c),
-                                           "score": float(p[c])} for c in best]})
-    return rows
+    p = y.reshape(len(y), -1)
+    best = np.argsort(-p, axis=1, kind="stable")[:, :top]  # one call for the whole batch
+    scores = np.take_along_axis(p, best, axis=1).tolist()
+    names = [labels[c] if c < len(labels) else str(c) for c in range(p.shape[1])]
+    return [{"sample": i, "top": [{"class": c, "label": names[c], "score": sc} for c, sc in zip(cs, ss)]}
+            for i, (cs, ss) in enumerate(zip(best.tolist(), scores))]

@@ -70,6 +70,15 @@ def test_predict_npy_body_matches_oracle(client, oracle):
     np.testing.assert_array_equal(np.asarray(r.json()["outputs"], np.float32), want)
 
 
+def test_predict_npy_in_npy_out(client, oracle):
+    x, want = oracle
+    r = client.post("/predict", content=_npy(x), headers={"Content-Type": "application/x-npy",
+                                                          "Accept": "application/x-npy"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-npy", r.text
+    np.testing.assert_array_equal(np.load(io.BytesIO(r.content), allow_pickle=False), want)
+    assert float(r.headers["x-time-ms"]) > 0 and int(r.headers["x-batch"]) >= len(x)
+
+
 def test_predict_raw_values_apply_the_bundle_preprocessing(client, oracle):
     x, want = oracle
     raw = (x[:2] * 16).reshape(2, -1)  # digits pixels 0..16, flat rows: what a CSV row holds
@@ -228,3 +237,33 @@ def test_page_has_the_upload_and_result_elements(client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     for element in ('id="file"', 'id="drop"', 'id="numbers"', 'id="topk"', 'id="latency"'):
         assert element in r.text
+
+
+def test_mutated_bodies_never_get_a_server_error(client, oracle):
+    """300 seeded mutations of valid JSON, .npy and PNG bodies: each gets 200 or a 4xx one-line error, never a 5xx."""
+    from PIL import Image
+
+    x, want = oracle
+    rng = np.random.default_rng(7)
+    png = io.BytesIO()
+    Image.fromarray((x[0, :, :, 0] * 255).astype(np.uint8)).save(png, format="PNG")
+    seeds = [(json.dumps({"inputs": x[:2].tolist()}).encode(), "application/json"),
+             (_npy(x[:2]), "application/x-npy"), (png.getvalue(), "image/png")]
+    for i in range(300):
+        body, ctype = seeds[i % 3]
+        b = bytearray(body)
+        for _ in range(int(rng.integers(1, 8))):
+            op = rng.integers(3)
+            pos = int(rng.integers(len(b))) if b else 0
+            if op == 0 and b:
+                b[pos] = int(rng.integers(256))
+            elif op == 1:
+                del b[pos:pos + int(rng.integers(1, 64))]
+            else:
+                b[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 16)), dtype=np.uint8))
+        r = client.post("/predict", content=bytes(b), headers={"Content-Type": ctype})
+        assert r.status_code == 200 or 400 <= r.status_code < 500, (i, r.status_code, r.text[:200])
+        if r.status_code != 200:
+            assert "\n" not in r.json()["error"]
+    r = client.post("/predict", json={"inputs": x.tolist()})
+    np.testing.assert_array_equal(np.asarray(r.json()["outputs"], np.float32), want)

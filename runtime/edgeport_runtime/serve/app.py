@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import importlib
+import importlib.util
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -57,9 +60,22 @@ class Service:
         self.task = model.manifest.task if model.manifest else "classification"
         self.pre = model.manifest.preprocessing if model.manifest else {}
         self.shapes = [list(s.shape) for s in model.inputs]
+        tail = model.outputs[0].shape[1:]
+        self.classes = int(np.prod(tail)) if None not in tail else None  # None: not known before a prediction
+        if importlib.util.find_spec("PIL") is not None:  # image uploads: import Pillow now, not on the first one
+            try:
+                importlib.import_module("PIL.Image")
+            except ImportError:  # a broken Pillow: uploads will say so, everything else works
+                pass
         self.batcher: Optional[MicroBatcher] = None
         if len(model.inputs) == 1 and len(model.outputs) == 1:
-            self.batcher = MicroBatcher(model.predict, options.max_batch, self._on_batch)
+            self.batcher = MicroBatcher(self._predict, options.max_batch, self._on_batch)
+
+    def _predict(self, x):
+        # finite inputs far beyond an int8 input's range overflow to inf while quantizing, then clamp to the end of
+        # the range: the right answer, but numpy would print a RuntimeWarning into the service log per request
+        with np.errstate(over="ignore"):
+            return self.model.predict(x)
 
     def _on_batch(self, n: int, seconds: float) -> None:
         self.metrics.batch.observe(n)
@@ -90,7 +106,7 @@ class Service:
         if self.batcher is not None:
             return await self.batcher.submit(xs[0])
         t0 = time.perf_counter()
-        y = await run_in_threadpool(self.model.predict, xs if len(xs) > 1 else xs[0])
+        y = await run_in_threadpool(self._predict, xs if len(xs) > 1 else xs[0])
         dt = time.perf_counter() - t0
         self._on_batch(len(xs[0]), dt)
         return y, {"batch": int(len(xs[0])), "model_ms": round(dt * 1000, 4)}
@@ -125,15 +141,15 @@ async def _read_body(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def _top(value: Any, n_classes: int) -> int:
+def _top(value: Any, n_classes: Optional[int]) -> int:
     if isinstance(value, str):
         try:
             value = int(value)
         except ValueError:
-            raise InputError(f"top={value[:20]!r} is not an integer; expected 1..{n_classes}.") from None
+            raise InputError(f"top={value[:20]!r} is not an integer; expected one >= 1.") from None
     if type(value) is not int or not 1 <= value:
         raise InputError(f"top must be an integer >= 1, got {value!r}.")
-    return min(value, max(n_classes, 1))
+    return value if n_classes is None else min(value, max(n_classes, 1))
 
 
 def _svc(request: Request) -> Service:
@@ -141,20 +157,27 @@ def _svc(request: Request) -> Service:
 
 
 async def predict(request: Request) -> Response:
-    """POST /predict: JSON, .npy or an image -> outputs, top-k per sample and the time spent."""
+    """POST /predict: JSON, .npy or an image -> outputs, top-k per sample and the time spent (JSON), or with
+    ``Accept: application/x-npy`` the output array as .npy (time in the X-Time-Ms / X-Model-Ms headers)."""
     t0 = time.perf_counter()
     svc = _svc(request)
     body = await _read_body(request, svc.options.max_body_bytes)
     try:
         arrays, opts = decode(request.headers.get("content-type"), body, svc.shapes, svc.pre)
         xs = svc.validate(arrays)
-        top = _top(opts.get("top", request.query_params.get("top", svc.options.top)),
-                   int(np.prod(svc.model.outputs[0].shape[1:] or [1])))
+        top = _top(opts.get("top", request.query_params.get("top", svc.options.top)), svc.classes)
     except UnsupportedMedia as e:
         return _error(415, e)
     except InputError as e:
         return _error(400, e)
     y, detail = await svc.predict(xs)
+    if not isinstance(y, list) and "application/x-npy" in request.headers.get("accept", ""):
+        # programs that send arrays can take the outputs back as an array: no JSON either way
+        buf = io.BytesIO()
+        np.save(buf, y)
+        return Response(buf.getvalue(), media_type="application/x-npy", headers={
+            "X-Time-Ms": f"{(time.perf_counter() - t0) * 1000:.4f}", "X-Model-Ms": str(detail["model_ms"]),
+            "X-Batch": str(detail["batch"])})
     res: Dict[str, Any] = {}
     if isinstance(y, list):
         res["outputs"] = [o.tolist() for o in y]

@@ -17,6 +17,7 @@ PAGE = """<!doctype html>
   fieldset { border: 1px solid #ddd; border-radius: 8px; margin: 1rem 0; }
   table { border-collapse: collapse; width: 100%; margin-top: .5rem; }
   td, th { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid #eee; }
+  td:nth-child(3) { width: 45%; }
   .bar { background: #2a7; height: .7rem; border-radius: 3px; }
   #error { color: #b00; white-space: pre-wrap; }
   #latency { color: #555; }

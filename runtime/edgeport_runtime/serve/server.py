@@ -88,7 +88,6 @@ def serve(source: str, host: str = "127.0.0.1", port: int = 8080, threads: Optio
         raise UsageError("edgeport-run serve needs the [serve] extra: pip install 'edgeport-runtime[serve]'.") \
             from None
     from .app import Options, create_app
-    from .release import locate
 
     if max_body_bytes is not None and max_body_bytes < 1:
         raise UsageError(f"--max-body-bytes must be >= 1, got {max_body_bytes}.")
@@ -100,16 +99,13 @@ def serve(source: str, host: str = "127.0.0.1", port: int = 8080, threads: Optio
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"edgeport-run serve: warning: listening on {host} without --token-file: anyone on the network can "
               "use the model.", file=sys.stderr)
-    path, sel = locate(source)
-    if artifact or backend:  # the command line chose: the device's selection no longer applies
-        sel = {}
     opts = Options(token=token, top=top)
     if max_body_bytes is not None:
         opts.max_body_bytes = max_body_bytes
     if max_batch is not None:
         opts.max_batch = max_batch
-    app = create_app(path, artifact=artifact or sel.get("artifact"), backend=backend or sel.get("backend"),
-                     threads=threads or sel.get("threads"), options=opts)
+    # a release directory loads its bundle/ like any bundle (and load() applies the release's selection)
+    app = create_app(source, artifact=artifact, backend=backend, threads=threads, options=opts)
     sock = bind(host, port)
     print(f"listening on {url(sock)}", flush=True)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", server_header=False)
