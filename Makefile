@@ -80,6 +80,10 @@ test: $(STAMP) $(RSTAMP)
 	@command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; } || \
 	  { echo "make test: the deploy tests need sshd; run: sudo apt-get install openssh-server" >&2; exit 2; }
+	@# the service tests check the generated unit with systemd-analyze (package systemd); same rule
+	@command -v systemd-analyze >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; } || \
+	  { echo "make test: the service tests need systemd-analyze; run: sudo apt-get install systemd" >&2; exit 2; }
 	@# the serve page's browser test drives Debian's Chromium through its chromium-driver: same deal
 	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { [ "$$(id -u)" = 0 ] && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \

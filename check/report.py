@@ -5,9 +5,10 @@ report.json is a stable interface. Top level: ``keras`` {``accuracy`` (or ``reco
 accuracy, accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, gate``} + extra keys, among them
 ``accuracy_delta_low_pp`` / ``accuracy_delta_high_pp`` (one-sided 95% bounds) and ``inconclusive``], ``passed``
 (no gate failed), ``devices`` [{``profile, host, release, artifact, backend, threads, latency_ms_p50,
-cold_start_s, rss_mb, smoke``}], ``fleet`` (the newest `edgeport fleet deploy` of the
-bundle, or null) {``file, started, complete, policy, releases, hosts, switched, failed, unreachable, stopped,
-not_run, rolled_back, p50_ms_median``}.
+cold_start_s, rss_mb, smoke``} + ``selected`` {``artifact, backend, threads, latency_ms_p50, throughput_per_s,
+gated, configurations``} and ``selection_table`` (the device's measurements) when the device chose its
+configuration itself], ``fleet`` (the newest `edgeport fleet deploy` of the bundle, or null) {``file, started,
+complete, policy, releases, hosts, switched, failed, unreachable, stopped, not_run, rolled_back, p50_ms_median``}.
 ``gate`` is ``pass``, ``FAIL``, ``inconclusive`` or ``not run``.
 For autoencoders ``accuracy`` holds the reconstruction MSE and ``metric`` says so.
 """
@@ -109,7 +110,42 @@ def device_rows(bdir: Path) -> List[Dict[str, Any]]:
                      "cold_start_s": b.get("cold_start_s"), "rss_mb": b.get("cold_start_rss_mb"),
                      "smoke": "pass" if d["smoke"]["passed"] else "FAIL", "deployed": d["deployed"],
                      "current_release": current, "is_current": current == d["release"]})
+        if isinstance(d.get("selected"), dict):
+            rows[-1]["selected"] = d["selected"]
+            rows[-1]["selection_table"] = _selection_table(f.with_suffix("") / "selected.json")
     return rows
+
+
+def _selection_table(path: Path) -> List[Dict[str, Any]]:
+    """The rows of a device's selected.json (pulled back by `edgeport deploy`); [] when it is missing or not the
+    JSON the device writes."""
+    try:
+        table = json.loads(path.read_text()).get("table")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [r for r in table if isinstance(r, dict)] if isinstance(table, list) else []
+
+
+def _selection_md(d: Dict[str, Any]) -> List[str]:
+    """The device section's table of what the device measured, the chosen configuration marked."""
+    s = d["selected"]
+    lines = ["", f"Chosen on {d['profile']} ({d['host']}): **{s['artifact']} [{s['backend']}, {s['threads']} "
+             f"thread{'' if s['threads'] == 1 else 's'}]**, the lowest batch-1 p50 latency of "
+             f"{s['configurations']} configurations measured on the device"
+             + (" among the artifacts that passed their gates." if s.get("gated") else
+                " (the bundle had no parity results: every artifact was a candidate)."), ""]
+    if not d["selection_table"]:
+        return lines
+    lines += ["| artifact | backend | threads | p50 ms | samples/s (batch 32) | gate | device check |",
+              "|---|---|---:|---:|---:|---|---|"]
+    for r in d["selection_table"]:
+        chosen = (r.get("artifact"), r.get("backend"), r.get("threads")) == (s["artifact"], s["backend"],
+                                                                            s["threads"])
+        name = f"**{r.get('artifact')}**" if chosen else str(r.get("artifact"))
+        check = r.get("error") or r.get("check") or "-"
+        lines.append(f"| {name} | {r.get('backend')} | {r.get('threads')} | {_fmt(r.get('latency_ms_p50'), '.4f')} | "
+                     f"{_fmt(r.get('throughput_per_s'), ',.0f')} | {r.get('gate', '-')} | {check} |")
+    return lines
 
 
 def _fmt(v, spec, missing="-"):
@@ -172,6 +208,9 @@ def write_report(bundle: str) -> Dict[str, Any]:
             md.append(f"| {d['profile']} | {d['host']} | {d['release']} | {d['artifact']} | {d['backend']} | "
                       f"{d['threads']} | {d['latency_ms_p50']:.4f} | {_fmt(d['cold_start_s'], '.3f')} | "
                       f"{_fmt(d['rss_mb'], '.0f')} | {d['smoke']} |")
+        for d in rep["devices"]:
+            if d.get("selected"):
+                md += _selection_md(d)
     if rep.get("fleet"):
         md += ["", "## Fleet", "", fleet_line(rep["fleet"])]
     md.append("")

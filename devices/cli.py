@@ -7,10 +7,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgeport_runtime.errors import UsageError
+from edgeport_runtime.select import threads_text
 
 from .deploy import Target, deploy, rollback
 from .offline import make_offline_bundle
+from .fleet import fleet_deploy, fleet_rollback, fleet_status, result_table
 from .profiles import get_profile, load_profiles
+from .service import HEALTH_TIMEOUT, ServiceSpec, service_name
 
 
 def devices_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,16 +80,46 @@ def deploy_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `edgeport deploy`."""
     _bundle_common(p)
     _target_args(p)
+    g = p.add_argument_group("model service (edgeport-run serve on the device, health-gated switch)")
+    g.add_argument("--service", action="store_true",
+                   help="install (or update) the service that serves `current`; once a device has one, every "
+                        "deploy and rollback restarts it and switches back when /health does not answer")
+    g.add_argument("--service-scope", choices=("user", "system"), default="user",
+                   help="systemd user unit of the deploying user (default; boot start via lingering) or a system "
+                        "unit running as that user (needs root or passwordless sudo)")
+    g.add_argument("--service-manager", choices=("systemd", "process"), default="systemd",
+                   help="systemd (default), or a plain background process with a pid file for devices without "
+                        "systemd (not restarted on failure or reboot)")
+    g.add_argument("--service-host", default="127.0.0.1",
+                   help="address the service listens on (default 127.0.0.1: this device only; 0.0.0.0 for the LAN)")
+    g.add_argument("--service-port", type=int, default=8080, help="TCP port (default 8080)")
+    g.add_argument("--service-token-file", metavar="PATH",
+                   help="a file on the device holding a bearer token the service then requires (everything but / "
+                        "and /health); absolute, or relative to --remote-dir. For --service-host 0.0.0.0")
+    g.add_argument("--health-timeout", type=int, default=HEALTH_TIMEOUT, metavar="SECONDS",
+                   help=f"how long the restarted service has to answer /health (default {HEALTH_TIMEOUT})")
 
 
 def deploy_main(args) -> int:
-    """Deploy and print the device's smoke parity and bench; exit 1 if the device's smoke check failed."""
-    res = deploy(args.bundle, get_profile(args.device), _target(args))
-    b = res["bench"]
+    """Deploy and print the device's smoke parity, selection and bench; exit 1 when the health gate switched back
+    (HealthGateError), 2 for every other failure."""
+    spec = None
+    if args.service:
+        spec = ServiceSpec(args.service_manager, args.service_scope, args.service_host, args.service_port,
+                           args.health_timeout, service_name(args.remote_dir), args.service_token_file).check()
+    res = deploy(args.bundle, get_profile(args.device), _target(args), service=spec)
+    b, s = res["bench"], res["selected"]
     print(f"deployed release {res['release']} to {res['host']} ({res['profile']}): "
-          f"smoke {'passed' if res['smoke']['passed'] else 'FAILED'}; {b['artifact']} [{b['backend']}, "
-          f"{b['threads']} threads] p50 {b['latency_ms']['p50']:.4f} ms, cold start {b['cold_start_s'] * 1000:.0f} ms, "
+          f"smoke {'passed' if res['smoke']['passed'] else 'FAILED'}; selected on the device from "
+          f"{s['configurations']} configurations: {s['artifact']} [{s['backend']}, {threads_text(s['threads'])}] "
+          f"p50 {b['latency_ms']['p50']:.4f} ms, cold start {b['cold_start_s'] * 1000:.0f} ms, "
           f"RSS {b['cold_start_rss_mb']:.0f} MiB. Results in {args.bundle}/devices/.")
+    if not s["gated"]:
+        print("note: the bundle has no parity results, so every artifact was a candidate; run `edgeport parity "
+              f"{args.bundle}` before deploying to let only gated artifacts be chosen.")
+    if "service" in res:
+        v = res["service"]
+        print(f"service {v['name']} ({v['mode']}) answers /health on {v['host']}:{v['port']} with this release.")
     return 0
 
 
@@ -144,8 +177,6 @@ def fleet_arguments(p: argparse.ArgumentParser) -> None:
 
 def fleet_main(args) -> int:
     """Run a fleet action; print one row per host. Exit 1 when a host failed or the rollout stopped."""
-    from .fleet import fleet_deploy, fleet_rollback, fleet_status, result_table
-
     if args.fleet_command == "deploy":
         ro = fleet_deploy(args.bundle, args.inventory, args.canary, args.batch, args.max_fail,
                           args.rollback_on_fail, args.service, args.known_hosts)

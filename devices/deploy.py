@@ -2,13 +2,17 @@
 
 On the device (under ``--remote-dir``, default ``~/edgeport``)::
 
-    releases/<UTC time>-<archive sha8>/   bundle/, venv/, smoke.json, bench.json (one per deploy)
-    current -> releases/<id>              switched by rename(2) only after install + smoke + bench succeeded
+    releases/<UTC time>-<archive sha8>/   bundle/, venv/, smoke.json, selected.json, bench.json (one per deploy)
+    current -> releases/<id>              switched by rename(2) only after install + smoke + selection + bench
+    service.conf, service/                the model service, when deployed with --service (devices/service.py)
     .lock                                 one deploy or rollback at a time (flock, or .lock.d with mkdir)
     incoming/                             the archive while it uploads (removed by the next deploy if cut off)
 
 A release is complete only once its ``.complete`` marker exists, written after install, hash check, smoke parity,
-bench and the deploying machine's COMMIT; anything else is removed by the next deploy, never made current.
+the device's selection (``selected.json``: the fastest artifact x backend x threads among those that passed their
+gates), bench and the deploying machine's COMMIT; anything else is removed by the next deploy, never made current.
+With a service on the device, the switch is health-gated: the service restarts on the new release and must
+answer /health within the timeout, else the previous release is made current again and the deploy exits 1.
 
 SSH runs with BatchMode (never a password prompt; keys or an agent only, nothing stored) and strict host-key
 checking against your known_hosts (or ``--known-hosts``); ``--accept-new-host-key`` trusts a first-seen host
@@ -26,13 +30,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from edgeport_runtime.errors import EdgeportError, UsageError
 from edgeport_runtime.manifest import atomic_write_text
 
 from .offline import make_offline_bundle
 from .profiles import Profile
+from .service import ServiceSpec, render_unit
 
 HERE = Path(__file__).parent
 KEEP = 3  # complete releases kept on the device (current and at least two to roll back to)
@@ -42,6 +47,15 @@ LOCK_WAIT = 600  # seconds a deploy or rollback waits for another one on the sam
 
 class DeployError(EdgeportError):
     """The device refused, failed a check, or could not be reached. The previous release stays current."""
+
+
+class HealthGateError(DeployError):
+    """The service did not answer /health on the new release in time; the previous release is current again."""
+
+    exit_code = 1
+
+
+HEALTH_EXIT = 9  # the device scripts' exit code for "health gate failed, switched back"
 
 
 USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
@@ -116,6 +130,8 @@ class Target:
             raise DeployError(f"{self.host}: no answer within {timeout} s; {unchanged}.") from None
         if out.returncode != 0:
             err = out.stderr.decode(errors="replace").strip()
+            if out.returncode == HEALTH_EXIT and err:
+                raise HealthGateError(f"{self.host}: {err.splitlines()[-1]}")
             raise self.ssh_error(err, out.returncode) or DeployError(
                 f"{self.host}: {err.splitlines()[-1] if err else f'exit {out.returncode}'} "
                 f"(exit {out.returncode}); {unchanged}.")
@@ -139,8 +155,13 @@ def _release_id(archive: Path) -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{h}"
 
 
-def _two_phase(target: Target, command: str, rid: str, archive: Path) -> None:
-    """Send the archive, wait for READY, answer COMMIT; the device switches only after that answer."""
+def _two_phase(target: Target, command: str, rid: str, archive: Path,
+               before_commit: Optional[Callable[[str], None]] = None) -> None:
+    """Send the archive, wait for READY, answer COMMIT; the device switches only after that answer.
+
+    ``before_commit(release_id)`` runs between READY (every check on the device passed) and COMMIT; an exception
+    from it withholds COMMIT, so the device keeps its current release.
+    """
     with tempfile.TemporaryFile() as errf:  # a file, not a pipe: pip's output can never block the device
         proc = subprocess.Popen(target.ssh_args() + [command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=errf)
@@ -154,6 +175,8 @@ def _two_phase(target: Target, command: str, rid: str, archive: Path) -> None:
             ready = False
             for line in proc.stdout:  # the device prints READY once install, hash check, smoke and bench passed
                 if line.strip() == f"READY {rid}".encode():
+                    if before_commit is not None:
+                        before_commit(rid)
                     ready = True
                     proc.stdin.write(b"COMMIT\n")
                     proc.stdin.flush()
@@ -169,6 +192,8 @@ def _two_phase(target: Target, command: str, rid: str, archive: Path) -> None:
             raise
         errf.seek(0)
         err = errf.read().decode(errors="replace").strip()
+    if proc.returncode == HEALTH_EXIT and ready and err:
+        raise HealthGateError(f"{target.host}: {err.splitlines()[-1]}")
     if proc.returncode != 0 or not ready:
         ssh_err = target.ssh_error(err, proc.returncode)
         if ssh_err:
@@ -183,33 +208,93 @@ def _state_file(bundle_dir: Path, profile: str, target: Target) -> Path:
     return bundle_dir / "devices" / f"{profile}-{safe_host}.json"
 
 
-def deploy(bundle_dir: str, profile: Profile, target: Target, warn=print) -> Dict:
-    """Deploy ``bundle_dir`` to ``target`` as ``profile``; return the device's smoke and bench results.
+def _device_home(target: Target) -> Tuple[str, str]:
+    """(absolute path of the device directory, the device user): what a systemd unit must name."""
+    q = shlex.quote(target.remote_dir)
+    out = target.run(f"mkdir -p -- {q} && cd -- {q} && pwd -P && id -un", timeout=60,
+                     unchanged="nothing was changed").splitlines()
+    if len(out) != 2 or not out[0].startswith("/"):
+        raise DeployError(f"{target.host}: could not find the absolute path of {target.remote_dir} on the device "
+                          f"(got {out!r}); nothing was changed.")
+    return out[0], out[1]
+
+
+def _device_json(target: Target, path: str, what: str) -> Dict:
+    """A JSON object the device wrote (read back over ssh), or a DeployError naming it."""
+    try:
+        d = json.loads(target.run(f"cat -- {shlex.quote(path)}", timeout=60))
+    except ValueError:
+        d = None
+    if not isinstance(d, dict):
+        raise DeployError(f"{target.host}: {path} ({what}) is not a JSON object; the release is current but its "
+                          "results could not be recorded.")
+    return d
+
+
+def _selection_summary(sel: Dict) -> Dict:
+    """The fields of a device's selected.json the state file and the report use (checked: it came from the
+    device)."""
+    keys = {"artifact": str, "backend": str, "threads": int, "latency_ms_p50": (int, float),
+            "throughput_per_s": (int, float), "gated": bool}
+    out = {}
+    for k, kind in keys.items():
+        v = sel.get(k)
+        if not isinstance(v, kind) or isinstance(v, bool) != (kind is bool):
+            raise DeployError(f"selected.json from the device: field {k!r} is {v!r}; expected {kind}.")
+        out[k] = v
+    table = sel.get("table")
+    out["configurations"] = len(table) if isinstance(table, list) else 0
+    return out
+
+
+def deploy(bundle_dir: str, profile: Profile, target: Target, warn=print, service: Optional[ServiceSpec] = None,
+           before_commit: Optional[Callable[[str], None]] = None) -> Dict:
+    """Deploy ``bundle_dir`` to ``target`` as ``profile``; return the device's smoke, selection and bench results.
+
+    With ``service`` the device (re)installs the model service (devices/service.py) before the switch; with or
+    without it, a device that runs a service gets a health-gated switch. ``before_commit(release_id)`` runs after
+    the device reported every check passed and before the COMMIT that lets it switch.
 
     Raises:
+        HealthGateError (exit 1): the service did not answer /health on the new release in time; the previous
+            release is current again (and the service restarted on it).
         DeployError: unreachable device, untrusted or changed host key, another deploy holding the device's lock,
-            failed install, hash check, smoke parity or bench. In every case the device's ``current`` release is
-            left as it was.
+            failed install, hash check, smoke parity, selection or bench. In every case the device's ``current``
+            release is left as it was.
     """
     target.ssh_args()  # bad --host/--port/--known-hosts: a usage error before the archive is built
     q = shlex.quote
+    unit = ""
+    if service is not None:
+        service.check()
+        if service.manager == "systemd":
+            unit = render_unit(service, *_device_home(target))
     with tempfile.TemporaryDirectory() as d:
         archive = Path(d) / "release.tar.gz"
         ob = make_offline_bundle(bundle_dir, profile, str(archive), force=True, warn=warn)
         rid = _release_id(archive)
         sha = hashlib.sha256(archive.read_bytes()).hexdigest()
         cmd = remote_script("remote_deploy.sh", target.remote_dir, rid, sha, archive.stat().st_size,
-                            profile.cores, KEEP, target.lock_wait)
-        _two_phase(target, cmd, rid, archive)
+                            profile.cores, KEEP, target.lock_wait, service.conf_line() if service else "", unit)
+        _two_phase(target, cmd, rid, archive, before_commit)
     rel = f"{target.remote_dir}/releases/{rid}"
-    smoke = json.loads(target.run(f"cat -- {q(rel + '/smoke.json')}", timeout=60))
-    bench = json.loads(target.run(f"cat -- {q(rel + '/bench.json')}", timeout=60))
+    smoke = _device_json(target, rel + "/smoke.json", "smoke parity")
+    bench = _device_json(target, rel + "/bench.json", "bench")
+    selected = _device_json(target, rel + "/selected.json", "the device's selection")
+    conf = target.run(f"cat -- {q(target.remote_dir + '/service.conf')} 2>/dev/null || true", timeout=60).split()
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     result = {"host": target.host, "port": target.port, "remote_dir": target.remote_dir, "profile": profile.name,
               "release": rid, "artifacts": ob.artifacts, "left_out": ob.left_out, "smoke": smoke, "bench": bench,
-              "deployed": now, "current": rid, "current_since": now}
+              "selected": _selection_summary(selected), "deployed": now, "current": rid, "current_since": now}
+    if len(conf) >= 5 and conf[3].isdigit():
+        result["service"] = {"mode": conf[0], "name": conf[1], "host": conf[2], "port": int(conf[3]),
+                             "health": "ok"}
     state = _state_file(Path(bundle_dir), profile.name, target)
     state.parent.mkdir(exist_ok=True)
+    # the device's whole table beside the state file: BUNDLE/devices/<profile>-<host>/selected.json
+    sel_dir = state.with_suffix("")
+    sel_dir.mkdir(exist_ok=True)
+    atomic_write_text(sel_dir / "selected.json", json.dumps(selected, indent=2) + "\n")
     atomic_write_text(state, json.dumps(result, indent=2) + "\n")
     return result
 
@@ -220,9 +305,15 @@ def rollback(target: Target, bundle_dir: Optional[str] = None) -> Tuple[str, Lis
     With ``bundle_dir``, the device JSON files of that bundle for this host and remote dir record the new
     current release, so `edgeport report` no longer shows the rolled-back one as current. Returns the release
     id and the files updated.
+
+    Raises:
+        HealthGateError (exit 1): the device runs a service and it did not answer /health on the older release;
+            the release that was current is current again.
+        DeployError: nothing to roll back to, it failed its checks, the lock is busy, or ssh failed.
     """
     rid = target.run(remote_script("remote_rollback.sh", target.remote_dir, target.lock_wait),
-                     timeout=60 + target.lock_wait, unchanged="the device's current release was not changed").strip()
+                     timeout=TIMEOUT + target.lock_wait,  # with a service: restarts and /health waits
+                     unchanged="the device's current release was not changed").strip()
     updated = []
     if bundle_dir:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

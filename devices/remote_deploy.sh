@@ -2,12 +2,23 @@
 # comes on stdin, followed later by the deploying machine's COMMIT).
 # Under the device lock: removes what interrupted deploys left (incoming/ uploads, releases without .complete),
 # receives and checks the archive, installs it as a new release, verifies it (artifact hashes, smoke parity,
-# bench), asks the deploying machine for COMMIT, then writes the release's .complete marker and switches
-# `current` to it. Anything that stops earlier leaves a release without .complete: never current, removed by the
-# next deploy. Pruning keeps `current` and the newest KEEP complete releases.
-# Args: ROOT RELEASE_ID SHA256 SIZE THREADS KEEP LOCK_WAIT
+# selection of the fastest passing artifact x backend x threads, bench), asks the deploying machine for COMMIT,
+# then writes the release's .complete marker and switches `current` to it. With a service (SERVICE given now, or
+# ROOT/service.conf from an earlier deploy) the switch is health-gated: the service is restarted on the new
+# release and must answer /health in time, else `current` goes back to the previous release, the service is
+# restarted on it, the new release loses its .complete marker (.unhealthy says why) and the script exits 9.
+# Anything that stops before the switch leaves a release without .complete: never current, removed by the next
+# deploy. Pruning (after a healthy switch) keeps `current` and the newest KEEP complete releases.
+# Args: ROOT RELEASE_ID SHA256 SIZE THREADS KEEP LOCK_WAIT [SERVICE [UNIT]]
+#   THREADS: the profile's cores (smoke runs with them; the selection measures 1..THREADS).
+#   SERVICE: "" (keep ROOT/service.conf as it is, if any) or "MODE NAME HOST PORT HEALTH_TIMEOUT TOKEN_FILE" with
+#   MODE systemd-user | systemd-system | process and TOKEN_FILE '-' for none; UNIT: the systemd unit text for
+#   systemd modes (devices/service.py).
+# Exit codes: 0 switched (prints the release id last), 2 bad arguments, 3 smoke parity failed, 5 no COMMIT,
+#   6 lock busy, 7 bad upload, 8 failed checks, 9 health gate failed (previous release current again),
+#   10 no artifact qualifies for the device's selection.
 set -eu
-root=$1 id=$2 sha=$3 size=$4 threads=$5 keep=$6 lock_wait=$7
+root=$1 id=$2 sha=$3 size=$4 threads=$5 keep=$6 lock_wait=$7 service=${8:-} unit=${9:-}
 case $id in ""|*[!0-9A-Za-z-]*) echo "bad release id ${id}" >&2; exit 2 ;; esac
 case $sha in *[!0-9a-f]*|"") echo "bad sha256 ${sha}" >&2; exit 2 ;; esac
 for n in "$size" "$threads" "$keep" "$lock_wait"; do
@@ -25,6 +36,11 @@ for d in releases/*; do
     [ -d "$d" ] || continue
     [ "$d" = "$cur" ] && continue
     [ -e "$d/.complete" ] && continue
+    if [ -e "$d/.unhealthy" ]; then
+        echo "removing $d: its service failed the health check when it was deployed" >&2
+        rm -rf "$d"
+        continue
+    fi
     if [ ! -e "$d/.incomplete" ] && [ -f "$d/bench.json" ] && verify_files "$d" 2>/dev/null; then
         touch "$d/.complete"  # finished by an edgeport older than the .complete marker: kept to roll back to
         continue
@@ -54,20 +70,30 @@ bad = [a["artifact"] for a in r["artifacts"] if a.get("passed") is False]
 print("smoke parity failed on the device for " + ", ".join(bad) + "; current release kept", file=sys.stderr)' \
         "$rel/smoke.json" </dev/null
     exit 3; }
-"$rel/venv/bin/edgeport-run" bench "$rel/bundle" --threads "$threads" --runs 200 --json \
-    > "$rel/bench.json" </dev/null
+# on-device choice among the artifacts that passed their gates, at 1..THREADS threads: RELEASE/selected.json
+"$rel/venv/bin/python" -m edgeport_runtime.select "$rel" --max-threads "$threads" >/dev/null </dev/null || {
+    echo "release $id: no configuration could be selected on the device; current release kept" >&2
+    exit 10; }
+# bench what the release will run (its selection) for the deploying machine's report
+"$rel/venv/bin/edgeport-run" bench "$rel" --runs 200 --json > "$rel/bench.json" </dev/null
 # Two-phase commit: report readiness and switch only when the deploying machine answers COMMIT. A dropped
 # connection or a killed `edgeport deploy` gives EOF here, and the previous release stays current.
 echo "READY $id"
 answer=""
 read -r answer || true
 [ "$answer" = "COMMIT" ] || { echo "no COMMIT from the deploying machine; current release kept" >&2; exit 5; }
-# complete only now, after install, hash check, smoke, bench and COMMIT; then the atomic switch (a new symlink
-# renamed over the old one: rename(2) is atomic), so `current` only ever points at a complete release
+# complete only now, after install, hash check, smoke, selection, bench and COMMIT; then the atomic switch
+# (gated on /health when a service runs), so `current` only ever points at a complete release
 rm -f "$rel/.incomplete"
 echo "$id" > "$rel/.complete"
-ln -sfn "$rel" current.new
-mv -T current.new current
+[ -z "$service" ] || service_configure "$service" "$unit"
+gated=0
+gated_switch "$rel" || gated=$?
+if [ "$gated" != 0 ]; then
+    rm -f "$rel/.complete"
+    echo "failed its health check after the switch" > "$rel/.unhealthy"
+    exit "$gated"
+fi
 # prune: keep `current` and the newest $keep complete releases (so at least the newest previous one)
 n=0
 for d in $(ls -1d releases/* | sort -r); do

@@ -107,7 +107,9 @@ def test_deploy_installs_checks_and_switches(first_deploy, sshd, full_bundle, tm
     smoke = json.loads((rel / "smoke.json").read_text())
     assert smoke["passed"] and len([a for a in smoke["artifacts"] if "passed" in a]) == 8
     bench = json.loads((rel / "bench.json").read_text())
-    assert bench["threads"] == 2 and bench["latency_ms"]["p50"] > 0  # the profile's core count
+    selected = json.loads((rel / "selected.json").read_text())  # measured at 1..2 threads (the profile's cores)
+    assert {r["threads"] for r in selected["table"]} == {1, 2} and bench["latency_ms"]["p50"] > 0
+    assert (bench["artifact"], bench["threads"]) == (selected["artifact"], selected["threads"])  # bench ran the choice
     # the device's own venv runs the bundle with no TensorFlow installed
     out = subprocess.run([str(rel / "venv/bin/python"), "-c", "import importlib.util as u; "
                           "print(u.find_spec('tensorflow') is None)"], capture_output=True, text=True)

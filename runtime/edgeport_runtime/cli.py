@@ -29,9 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
                         ("bench", "load time, first inference, latency p50/p90/p99, throughput, peak RSS")):
         s = sub.add_parser(name, help=help_, description=help_)
         s.add_argument("bundle", help="bundle directory, bundle archive (.tar.gz/.zip), or a .tflite/.onnx file")
-        s.add_argument("--artifact", help="which artifact of the bundle (default: the bundle's default)")
-        s.add_argument("--backend", help="litert, tflite-runtime, onnxruntime or numpy (default: the best installed)")
-        s.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
+        s.add_argument("--artifact", help="which artifact of the bundle (default: a deployed release's selection "
+                       "(selected.json), else the bundle's default)")
+        s.add_argument("--backend", help="litert, tflite-runtime, onnxruntime or numpy (default: the release's "
+                       "selection, else the best installed)")
+        s.add_argument("--threads", type=int, help="interpreter threads (default: the release's selection, else all cores)")
         s.add_argument("--json", action="store_true", help="print JSON")
         if name == "predict":
             s.add_argument("--input", required=True,
@@ -101,6 +103,12 @@ def _info(args) -> int:
             print(f" {mark} {a['name']:<24} {a['format']:<7} {a['bytes']:>9,} bytes")
     if info.get("labels"):
         print(f"labels   {', '.join(info['labels'])}")
+    if info.get("selection"):
+        from .select import threads_text
+
+        sel = info["selection"]
+        print(f"selected {sel['artifact']} [{sel['backend']}, {threads_text(sel['threads'])}] measured fastest on this "
+              f"device ({sel['file']}); --artifact/--backend/--threads override it")
     return 0
 
 

@@ -56,6 +56,7 @@ class Model:
         self.num_threads = num_threads
         self.directory = directory  # the bundle directory (None for a bare file)
         self._temp_dir = temp_dir
+        self.selection: Optional[Dict[str, Any]] = None  # the release's selected.json load() applied, if any
         # An extracted archive goes away with the Model: on close(), when it is garbage-collected, or at
         # interpreter exit, whichever comes first (weakref.finalize runs at most once).
         self._finalizer = weakref.finalize(self, shutil.rmtree, temp_dir, True) if temp_dir else None
@@ -81,6 +82,8 @@ class Model:
         if self.manifest is not None:
             d.update(task=self.manifest.task, labels=self.manifest.labels,
                      preprocessing=self.manifest.preprocessing.to_dict())
+        if self.selection is not None:
+            d["selection"] = self.selection
         return d
 
     @property
@@ -265,8 +268,13 @@ class Model:
 
 
 def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threads: Optional[int] = None,
-         artifact: Optional[str] = None, max_extract_bytes: Optional[int] = None) -> Model:
+         artifact: Optional[str] = None, max_extract_bytes: Optional[int] = None, use_selection: bool = True
+         ) -> Model:
     """Load a bundle directory, a bundle archive (.tar.gz/.zip) or a bare .tflite/.onnx file.
+
+    A deployed release (``~/edgeport/current``, or its ``bundle/``) carries ``selected.json``, the configuration
+    the device measured fastest among those that passed their gates (:mod:`edgeport_runtime.select`): its
+    artifact, backend and threads fill in whatever is not given here (``model.selection`` says which file).
 
     Args:
         path: what to load.
@@ -277,6 +285,7 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
             else the first one an installed backend can run.
         max_extract_bytes: most bytes an archive may inflate to (default: $EDGEPORT_MAX_EXTRACT_BYTES, else
             20x the archive's size, at least 1 MiB and at most 2 GiB).
+        use_selection: False ignores a release's selected.json.
 
     Returns:
         A :class:`Model`; ``model.info["backend"]`` says which backend was chosen.
@@ -290,9 +299,16 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
     if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
                                     or num_threads < 1):
         raise UsageError(f"num_threads must be >= 1 (an integer), got {num_threads!r}.")
-    threads = int(num_threads or default_threads())
     res = resolve(path, max_extract_bytes)
     try:
+        selection = None
+        if use_selection and res.manifest is not None and res.temp_dir is None:
+            # deferred: select.py measures with load(), so a top-level import would be circular
+            from .select import apply_selection
+
+            artifact, backend, num_threads, selection = apply_selection(res.directory, artifact, backend,
+                                                                        num_threads)
+        threads = int(num_threads or default_threads())
         if res.manifest is None:
             fmt = SUFFIX_FORMAT[res.bare_file.suffix.lower()]
             file_path, art = res.bare_file, None
@@ -317,6 +333,7 @@ def load(path: Union[str, os.PathLike], backend: Optional[str] = None, num_threa
                                  "expected a model written by `edgeport convert`.") from None
         if art is not None:
             _check_specs_agree(art, model)
+        model.selection = selection.summary() if selection is not None else None
         return model
     except BaseException:
         if res.temp_dir:
