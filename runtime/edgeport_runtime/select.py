@@ -98,7 +98,7 @@ def plan(bundle_dir: Path, installed: Optional[List[str]] = None
     todo, excluded = [], []
     for art in man.artifacts:
         gate = gates[art.name]
-        usable = [b for b in installed if backends.BACKENDS[b].format == art.format]
+        usable = [b for b in installed if backends.BACKENDS[b].runs(art.format, art.quantization)]
         if gate == "FAIL":
             excluded.append({"artifact": art.name, "why": "failed its parity gate"})
         elif gated and gate == "not run":
@@ -187,10 +187,10 @@ def select(release_dir: str, max_threads: int, runs: int = 100, budget_s: float 
         raise ModelLoadError(f"{rel}: no {BUNDLE_DIR}/manifest.json; expected a release directory written by "
                              "`edgeport deploy` (RELEASE/bundle/manifest.json).")
     man = read_manifest(bdir)
-    if not man.check.get("inputs"):
+    if not man.check.inputs:
         raise ModelLoadError(f"{bdir}: the bundle has no check inputs to verify artifacts with; re-run "
                              "`edgeport convert`.")
-    x = load_npy(contained_path(bdir, man.check["inputs"], "manifest check.inputs"), "the check inputs")
+    x = load_npy(contained_path(bdir, man.check.inputs, "manifest check.inputs"), "the check inputs")
     todo, excluded, gated = plan(bdir, installed)
     table = []
     for art, backend, gate in todo:

@@ -8,10 +8,11 @@ from ai_edge_litert.interpreter import Interpreter
 
 import edgeport_runtime as er
 from edgeport_runtime import fastio
-from edgeport_runtime.errors import InputError
+from edgeport_runtime.errors import InputError, ModelLoadError
 from edgeport_runtime.inputs import _scale as scale_raw
 from edgeport_runtime.manifest import TensorSpec
 from edgeport_runtime.quant import quantize
+from edgeport_runtime.sections import Preprocessing
 
 RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
@@ -169,7 +170,7 @@ def test_fast_quantize_equals_formula_for_every_zero_point_kind(dtype, scale):
 def test_pixel_table_is_one_integer_addition_when_scales_match():
     """input_scale 1/255 and an input quantized with scale 1/255, zero point -128: q = pixel - 128."""
     spec = TensorSpec("x", [None, 96, 96, 3], "int8", 1 / 255, -128)
-    pre = {"input_scale": 1 / 255}
+    pre = Preprocessing(input_scale=1 / 255)
     fp = fastio.plan([spec], [TensorSpec("y", [None, 2], "int8", 1 / 256, -128)], 256,
                      lambda raw: scale_raw(raw, pre))
     assert fp.pixels.offset == np.uint8(128)
@@ -178,19 +179,17 @@ def test_pixel_table_is_one_integer_addition_when_scales_match():
 
 
 def test_predict_pixels_with_malformed_preprocessing(bundle):
-    """A manifest whose input_scale is not a number still loads; predict_pixels says what is wrong."""
+    """A manifest whose input_scale is not a number is refused when the bundle loads (the typed Preprocessing
+    section); one whose scale is NaN is refused the same way (NaN
+    pixels must never be tabled into silent garbage)."""
     import json
 
     d = json.loads((bundle / "manifest.json").read_text())
     d["preprocessing"]["input_scale"] = "sixteen"
     (bundle / "manifest.json").write_text(json.dumps(d))
-    with er.load(bundle, artifact="tflite-int8", num_threads=1) as m:
-        assert m._fast.pixels is None
-        with pytest.raises(InputError, match="input_scale/input_offset are not numbers"):
-            m.predict_pixels(np.zeros((1, 8, 8, 1), np.uint8))
+    with pytest.raises(ModelLoadError, match="input_scale"):
+        er.load(bundle, artifact="tflite-int8", num_threads=1)
     d["preprocessing"]["input_scale"] = float("nan")  # NaN pixels must not be tabled into silent garbage
     (bundle / "manifest.json").write_text(json.dumps(d))
-    with er.load(bundle, artifact="tflite-int8", num_threads=1) as m:
-        assert m._fast.pixels is None
-        with pytest.raises(InputError, match="NaN/Inf"):
-            m.predict_pixels(np.zeros((1, 8, 8, 1), np.uint8))
+    with pytest.raises(ModelLoadError, match="finite number"):
+        er.load(bundle, artifact="tflite-int8", num_threads=1)
