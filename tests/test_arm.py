@@ -107,7 +107,7 @@ def _top_class(predict_json: str) -> int:
 def test_stored_check_outputs_equal_x86_litert(full_bundle):
     """The smoke check's reference for .tflite artifacts is what ai-edge-litert computes on x86 (this machine)."""
     man = er.read_manifest(full_bundle)
-    x = np.load(full_bundle / man.check["inputs"])
+    x = np.load(full_bundle / man.check.inputs)
     tflite = [a for a in man.artifacts if a.format == "tflite"]
     assert tflite
     for art in tflite:
@@ -176,7 +176,7 @@ def test_numpy_backend_in_arm64_chroot_matches_litert(full_bundle, device):
         shutil.copy2(w, dev.root / "opt" / "npwheels" / w.name)
     # the check inputs plus random ones over their range: more rounding cases than 8 digits give
     man = er.read_manifest(full_bundle)
-    x = np.load(full_bundle / man.check["inputs"])
+    x = np.load(full_bundle / man.check.inputs)
     x = np.concatenate([x, np.random.default_rng(0).uniform(x.min(), x.max(), (56,) + x.shape[1:])
                         .astype(np.float32)])
     np.save(dev.root / "opt" / "compare_inputs.npy", x)
