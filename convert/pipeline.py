@@ -124,6 +124,21 @@ def _data_record(cfg: ConvertConfig, data: Data) -> Dict[str, Any]:
             "split": "the dataset's own test split, else 20% held out, stratified by class, seeded"}
 
 
+def fine_tune_warnings(recipes: List[Recipe], opts: Dict[Recipe, Dict[str, Any]], data: Data) -> List[str]:
+    """Warnings, before anything runs, for fine-tuning recipes whose labelled data is too small (with numbers)."""
+    from .finetune import small_data_warning
+
+    kinds = {Recipe.TFLITE_INT8_QAT: "qat", Recipe.TFLITE_INT8_PRUNED: "prune"}
+    n_val = len(data.x_val) if data.x_val is not None else None
+    out = []
+    for r in recipes:
+        if r in kinds:
+            w = small_data_warning(r.value, kinds[r], len(data.x_train), n_val, opts[r])
+            if w:
+                out.append(w)
+    return out
+
+
 def _versions() -> Dict[str, str]:
     from ..core.tfenv import package_versions
 
@@ -174,6 +189,8 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
         if tuple(info["input_shape"]) != tuple(calib.shape[1:]):
             raise InputError(f"calibration data has samples of shape {tuple(calib.shape[1:])} but the model takes "
                              f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data.")
+        for line in fine_tune_warnings(cfg.recipes, opts, data):
+            progress(f"warning: {line}")
         with staged_dir(cfg.out, cfg.force, "convert", inputs) as tmp:
             futures = {}
             with _pool(cfg.jobs) as pool:
@@ -191,6 +208,8 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
                         try:
                             results[r] = fut.result()
                             shown.done(r.value)
+                            for line in results[r].get("warnings", []):
+                                progress(f"warning: {r.value}: {line}")
                         except EdgeportError as e:
                             msg = str(e)
                             if msg.startswith(f"{r.value}: "):  # exporters name their recipe; the list does too
