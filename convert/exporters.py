@@ -122,6 +122,16 @@ def _keras_function(model, input_shape):
     return f.get_concrete_function(), model
 
 
+def _fine_tune(model, split, task: str, schedule, seed: int, callbacks=()) -> Dict[str, Any]:
+    """The one fine-tuning call of the bridge recipes (:func:`.finetune.fit`; tests substitute a distillation).
+
+    ``split`` is (x_fit, y_fit, x_val, y_val) from :func:`.finetune.validation_split`.
+    """
+    from . import finetune as ft
+
+    return ft.fit(model, *split, task, schedule, seed, callbacks)
+
+
 def _ptq_int8_bytes(job) -> bytes:
     """Plain post-training int8 of the source (the tflite-int8 recipe): what QAT has to beat."""
     import tempfile
@@ -146,7 +156,8 @@ def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> D
     from .bridge import bridge_model, import_tfmot
 
     tfmot = import_tfmot()
-    xf, yf, xv, yv = ft.validation_split(job.train_x, job.train_y, job.val_x, job.val_y, job.seed)
+    split = ft.validation_split(job.train_x, job.train_y, job.val_x, job.val_y, job.seed)
+    xf, _, xv, yv = split
     schedule = ft.plan(len(xf), opts, "qat")
     base = ft.freeze_batchnorm(bridge_model(job.source))
     try:
@@ -155,7 +166,7 @@ def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> D
         raise ConversionError(f"{spec.recipe.value}: tfmot cannot quantize this model ({str(e).splitlines()[0]}). "
                               f"Recipes that still work: {still_working(lambda s: s.recipe == Recipe.TFLITE_INT8_QAT)}.") \
             from None
-    history = ft.fit(qat, xf, yf, xv, yv, job.task, schedule, job.seed)
+    history = _fine_tune(qat, split, job.task, schedule, job.seed)
     data = _convert(_tflite_converter(_keras_function(qat, job.source.input_shape), spec, job.calibration),
                     spec.recipe)
     atomic_write_bytes(out_path, data)
@@ -195,14 +206,13 @@ def _prune_once(tfmot, job, spec, opts, target: float, schedule, split):
     from . import finetune as ft
     from .bridge import bridge_model
 
-    xf, yf, xv, yv = split
     base = ft.freeze_batchnorm(bridge_model(job.source))
     pschedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target, begin_step=0,
                                                      end_step=schedule.ramp_end_step,
                                                      frequency=schedule.prune_frequency)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=pschedule)
-    history = ft.fit(pruned, xf, yf, xv, yv, job.task, schedule, job.seed,
-                     callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    history = _fine_tune(pruned, split, job.task, schedule, job.seed,
+                         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     sparsity = _sparsity(stripped)
     final = stripped
@@ -210,7 +220,7 @@ def _prune_once(tfmot, job, spec, opts, target: float, schedule, split):
         q = tfmot.quantization.keras
         annotated = q.quantize_annotate_model(stripped)
         final = q.quantize_apply(annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
-        history["pqat"] = ft.fit(final, xf, yf, xv, yv, job.task, ft.plan(len(xf), opts, "qat"), job.seed)
+        history["pqat"] = _fine_tune(final, split, job.task, ft.plan(len(split[0]), opts, "qat"), job.seed)
     data = _convert(_tflite_converter(_keras_function(final, job.source.input_shape), spec, job.calibration),
                     spec.recipe)
     return data, sparsity, history

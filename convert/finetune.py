@@ -145,8 +145,8 @@ def judge(task: str, gate, y: Optional[np.ndarray], keras_out: np.ndarray, art_o
         mse_k = float(np.mean((keras_out.reshape(n, -1) - flat_true) ** 2))
         return {"metric": "reconstruction_mse", "value": round(mse_a, 6), "keras_value": round(mse_k, 6),
                 "passed": bool(mse_a <= gate.max_mse_ratio * mse_k), "samples": n}
-    acc_a = float((art_out.argmax(1) == y).mean())
-    acc_k = float((keras_out.argmax(1) == y).mean())
+    acc_a = float((art_out.reshape(n, -1).argmax(1) == y).mean())
+    acc_k = float((keras_out.reshape(n, -1).argmax(1) == y).mean())
     delta = 100.0 * (acc_a - acc_k)
     return {"metric": "accuracy", "value": round(acc_a, 4), "keras_value": round(acc_k, 4),
             "delta_pp": round(delta, 2), "passed": bool(-delta <= gate.max_drop_pp + 1e-9), "samples": n}
@@ -247,7 +247,7 @@ def freeze_batchnorm(model):
 def _loss(task: str, out: np.ndarray, y: np.ndarray) -> float:
     if task == "autoencoder":
         return float(np.mean((out.reshape(len(out), -1) - y.reshape(len(y), -1)) ** 2))
-    p = np.clip(out[np.arange(len(y)), y.astype(int)], 1e-7, 1.0)
+    p = np.clip(out.reshape(len(out), -1)[np.arange(len(y)), y.astype(int)], 1e-7, 1.0)
     return float(-np.mean(np.log(p)))
 
 
