@@ -248,3 +248,33 @@ def test_plain_saved_model_without_keras_objects_stays_plain(tmp_path):
     got = src.predict(np.array([[0.0, 0.0, 0.0, math.log(2.0)]], np.float32))
     np.testing.assert_allclose(got, [[0.2, 0.2, 0.2, 0.4]], rtol=1e-6)  # hand computation: e^0 x3 + 2 = 5
 
+
+
+def test_advice_after_step_schedules_names_steps_not_epochs():
+    from edgeport.check.diagnose import _pruned_advice, _qat_advice
+
+    extra = {"target_sparsity": 0.5, "pqat": False,
+             "fine_tune": {"epochs": 8, "schedule": {"steps": 600}}}
+    fixes = _pruned_advice(extra)
+    # with 10 steps per epoch the 600-step floor decides: epochs = 16 would change nothing
+    assert any("steps = 1200" in f and "now 600" in f for f in fixes)
+    assert not any("epochs" in f for f in fixes)
+    assert any("steps = 600 " in f for f in _qat_advice({"fine_tune": {"lr": 1e-4, "schedule": {"steps": 300}}}))
+
+
+def test_report_lists_every_sparsity_attempt_and_skipped_recipes():
+    from edgeport.check.report import fine_tune_lines
+
+    search = [{"target_sparsity": 0.75, "sparsity": 0.7498, "value": 0.9625, "keras_value": 0.9875,
+               "delta_pp": -2.5, "gzip_bytes": 38912, "passed": False},
+              {"target_sparsity": 0.5, "sparsity": 0.5, "value": 0.9875, "keras_value": 0.9875, "delta_pp": 0.0,
+               "gzip_bytes": 59392, "passed": True}]
+    rep = {"artifacts": [{"name": "tflite-int8-pruned", "sparsity": 0.5, "sparsity_search": search,
+                          "fine_tune_warnings": ["w1"]}],
+           "skipped": {"tflite-int8-qat": "not achievable with this data: ..."}}
+    md = "\n".join(fine_tune_lines(rep))
+    assert "highest passing kept: 50%" in md
+    assert "| 0.75 | 75.0% | 0.9625 | 0.9875 | -2.50 | 38.0 KiB | no |" in md
+    assert "| 0.5 | 50.0% | 0.9875 | 0.9875 | +0.00 | 58.0 KiB | yes |" in md
+    assert "- tflite-int8-pruned: warning: w1" in md
+    assert "- tflite-int8-qat: not in the bundle: not achievable with this data" in md
