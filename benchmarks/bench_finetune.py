@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeport.check.parity import parity
 from edgeport.convert.pipeline import ConvertConfig, convert
-from edgeport.convert.recipes import parse_recipes
+from edgeport.convert.recipes import plan_recipes
 from edgeport.data.run import calibration_samples
 from edgeport.train.trainer import TrainConfig, train
 
@@ -71,7 +71,7 @@ def main(pairs):
                 bundle = Path(d) / f"bundle-{size}"
                 t0 = time.perf_counter()
                 man = convert(ConvertConfig(model=str(run / "model.keras"), out=str(bundle), data=data,
-                                            recipes=parse_recipes(RECIPES), jobs=2), progress=lambda *a: None)
+                                            plan=plan_recipes(RECIPES), jobs=2), progress=lambda *a: None)
                 seconds = time.perf_counter() - t0
                 rep = parity(str(bundle))
                 extra = man.artifact("tflite-int8-qat").extra if "tflite-int8-qat" in \

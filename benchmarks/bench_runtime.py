@@ -14,6 +14,8 @@ import numpy as np
 import edgeport_runtime as er
 from edgeport_runtime.bench import cold_start
 
+from edgeport.data.run import load_run_data
+
 REPEATS = 5  # cold starts per path; the median is reported
 
 TF_COLD = """
@@ -99,7 +101,7 @@ def bit_exact(bundle: Path):
 
     man = er.read_manifest(bundle)
     art = man.artifact("tflite-int8")
-    x = np.load(Path(man.source["run_dir"]) / "test.npz")["x_test"].astype(np.float32)
+    x = load_run_data(Path(man.source.run_dir)).x_test.astype(np.float32)
     it = Interpreter(model_path=str(bundle / art.path), num_threads=1)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     s, zp = inp["quantization"]

@@ -10,13 +10,16 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
-from edgeport_runtime.manifest import atomic_write_text, read_manifest
+from edgeport_runtime.manifest import atomic_write_text, contained_path, read_manifest
+
+from ..core.tfenv import import_tf
 
 RUNS = 300
 
@@ -44,10 +47,6 @@ print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
 
 def keras_reference(model_path: str, x: np.ndarray, runs: int = RUNS) -> Dict[str, Any]:
     """Latency of the Keras model called directly (batch 1), and a cold start in a fresh process."""
-    import tempfile
-
-    from ..core.tfenv import import_tf
-
     import_tf()
     import keras
 
@@ -86,10 +85,10 @@ def bench(bundle: str, runs: int = RUNS, write: bool = True) -> Dict[str, Any]:
                      "latency_ms_p50_all_cores": allc["latency_ms"]["p50"],
                      "latency_ms_p90_all_cores": allc["latency_ms"]["p90"],
                      "throughput_batch32_per_s": allc["throughput_per_s"]})
-    x = np.load(bdir / man.check["inputs"])
+    x = np.load(contained_path(bdir, man.check.inputs, "manifest check.inputs"))
     keras = None
-    if Path(man.source.get("path", "")).suffix == ".keras":  # the reference row needs a Keras 3 model file
-        keras = keras_reference(man.source["path"], x, runs)
+    if Path(man.source.path or "").suffix == ".keras":  # the reference row needs a Keras 3 model file
+        keras = keras_reference(man.source.path, x, runs)
     result = {"bundle": str(bdir), "cores": cores, "runs": runs, "keras": keras, "artifacts": rows}
     if write:
         atomic_write_text(bdir / "bench.json", json.dumps(result, indent=2) + "\n")

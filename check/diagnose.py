@@ -8,12 +8,18 @@ tensor's spread. The layers with the largest error and the share of clipped inpu
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
 
 from edgeport_runtime.quant import quantize
+
+from ..convert.exporters import export_tflite
+from ..convert.recipes import RECIPES, Recipe
+from ..convert.source import load_source
+from ..convert.worker import Job
 
 SAMPLES = 64  # test samples run with all tensors preserved: enough for stable per-layer errors, quick to run
 _SKIP = {"QUANTIZE", "DEQUANTIZE"}
@@ -89,12 +95,7 @@ def _float_tflite(bdir: Path, manifest, work: Path) -> Path:
     fp32 = next((a for a in manifest.artifacts if a.recipe == "tflite-fp32"), None)
     if fp32 is not None:
         return bdir / fp32.path
-    from ..convert.exporters import export_tflite
-    from ..convert.recipes import RECIPES, Recipe
-    from ..convert.source import load_source
-    from ..convert.worker import Job
-
-    src = load_source(manifest.source["path"])
+    src = load_source(manifest.source.path)
     out = work / "fp32.tflite"
     export_tflite(Job(src, np.zeros((1, *src.input_shape), np.float32), None, None, None, None, manifest.task, 0),
                   RECIPES[Recipe.TFLITE_FP32], {}, out)
@@ -103,8 +104,6 @@ def _float_tflite(bdir: Path, manifest, work: Path) -> Path:
 
 def diagnose_int8(bdir: Path, manifest, art, data, x_test: np.ndarray) -> Dict[str, Any]:
     """Per-layer error of int8 artifact ``art`` and the fixes that apply; a dict for parity.json."""
-    import warnings
-
     spec = art.inputs[0]
     lo = (-128 - spec.zero_point) * spec.scale
     hi = (127 - spec.zero_point) * spec.scale
@@ -136,7 +135,7 @@ def diagnose_int8(bdir: Path, manifest, art, data, x_test: np.ndarray) -> Dict[s
                                "rmse_over_scale": rmse / s, "relative_error": rmse / (float(vf.std()) + 1e-12)})
     layers.sort(key=lambda r: -r["relative_error"])
     fixes = []
-    calib = int((manifest.calibration or {}).get("count", 0))
+    calib = int(manifest.calibration.count or 0)
     if clipped > 0.005:
         fixes.append(f"{clipped:.1%} of the test inputs fall outside the calibrated input range: calibrate on data "
                      "like the test/deployment data (--data)"

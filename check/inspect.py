@@ -8,13 +8,12 @@ from typing import Any, Dict
 
 import numpy as np
 
+from edgeport_runtime import load
 from edgeport_runtime.errors import ModelLoadError
 
 
 def _tflite(path: Path) -> Dict[str, Any]:
     from ai_edge_litert.interpreter import Interpreter
-
-    from edgeport_runtime import load
 
     try:
         it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=False)
@@ -36,8 +35,6 @@ def _tflite(path: Path) -> Dict[str, Any]:
 
 def _onnx(path: Path) -> Dict[str, Any]:
     import onnx
-
-    from edgeport_runtime import load
 
     try:
         model = onnx.load(str(path))

@@ -17,9 +17,13 @@ import edgeport_runtime as er
 from edgeport_runtime import backends as rt_backends
 from edgeport_runtime.errors import InputError, UsageError, unknown_name
 from edgeport_runtime.manifest import atomic_write_text, read_manifest, write_manifest
+from edgeport_runtime.sections import DataRecord
 
-from . import gate_stats as gs
 from ..convert.recipes import RECIPES, Gate, Recipe
+from ..convert.source import load_source
+from ..data.run import is_run_dir, load_run_data, resolve_data
+from . import gate_stats as gs
+from .diagnose import diagnose_int8
 
 WORST = 10  # disagreeing samples listed per artifact
 
@@ -134,30 +138,27 @@ _GATE_MEANING = {"min_agreement": "it is a fraction of samples (0.97 = 97%)",
 
 def _eval_data(manifest, data: Optional[str]):
     """The held-out split: --data, else the training run or the data source (and seed) `convert` recorded."""
-    from ..data.run import load_run_data, resolve_data
-
-    recorded = manifest.source.get("data") or {}
-    run_dir = data or manifest.source.get("run_dir")
-    if run_dir and Path(run_dir).is_dir() and (Path(run_dir) / "train.json").is_file():
+    recorded = manifest.source.data or DataRecord()
+    seed = int(recorded.seed or 0)
+    run_dir = data or manifest.source.run_dir
+    if run_dir and is_run_dir(Path(run_dir)):
         return load_run_data(Path(run_dir))
-    model = Path(manifest.source.get("path", "model"))
+    model = Path(manifest.source.path or "model")
     if data:
-        return resolve_data(model, data, int(recorded.get("seed", 0)))
-    if recorded.get("data"):
-        arg = recorded["data"]
+        return resolve_data(model, data, seed)
+    if recorded.data:
+        arg = recorded.data
         if Path(arg).is_absolute() and not Path(arg).exists():
             raise InputError(f"the bundle was converted with --data {arg}, which is gone; pass --data with the same "
                              "data to re-create its held-out split.")
         # same argument and seed as `convert`: the same stratified held-out split
-        return resolve_data(model, arg, int(recorded.get("seed", 0)))
+        return resolve_data(model, arg, seed)
     raise UsageError("the bundle does not name its training run or data; pass --data RUN_DIR or the dataset it "
                      "was converted with.")
 
 
 def _source_outputs(manifest, x: np.ndarray) -> np.ndarray:
-    from ..convert.source import load_source
-
-    path = manifest.source.get("path")
+    path = manifest.source.path
     if not path or not Path(path).exists():
         raise InputError(f"the bundle's source model {path!r} is gone; parity compares with the Keras original, "
                          "so keep it (or re-run `edgeport convert`).")
@@ -296,8 +297,6 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
     report = ParityReport(str(bdir), man.task, int(len(x)), kmetric, results,
                           {r.value: asdict(g) for r, g in gates.items()})
     if diagnose:
-        from .diagnose import diagnose_int8
-
         for p in results:
             if p.failures and RECIPES[Recipe(p.recipe)].quantization == "int8" and p.recipe.startswith("tflite"):
                 p.diagnosis = diagnose_int8(bdir, man, man.artifact(p.name), d, x)

@@ -1,8 +1,19 @@
-"""CLI for parity, bench and report. Thin wrappers: reports are data, this module turns them into exit codes."""
+"""CLI for parity, bench and report. Thin wrappers: reports are data, this module turns them into exit codes.
+
+`edgeport --help` imports this module, so parity (which pulls in scipy) loads only when its command runs.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from edgeport_runtime.errors import GateFailed, UsageError
+
+from ..core.config import load_config
+from .bench import bench
+from .inspect import inspect_file
+from .report import table, write_report
 
 
 def parity_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +55,6 @@ def _print_artifact(a) -> None:
 
 def parity_main(args) -> int:
     """Run the gate; exit 1 listing every failing artifact and metric."""
-    from ..core.config import load_config
     from .parity import parity
 
     gates = {}
@@ -64,20 +74,14 @@ def parity_main(args) -> int:
             _print_artifact(a)
         print(f"parity: {counts['pass']} passed, {counts['fail']} failed, {counts['inconclusive']} inconclusive")
     if not rep.passed:
-        from edgeport_runtime.errors import GateFailed
-
         raise GateFailed(f"parity gate failed for {len(rep.failures())} artifact metric(s): "
                          + "; ".join(rep.failures()))
     if counts["inconclusive"]:
-        import sys
-
         lines = rep.inconclusive()
         print(f"warning: {len(lines)} gate(s) inconclusive: the held-out split is too small to show them either way"
               + ("" if args.strict else " (exit 0; --strict makes this exit 1)") + ". " + "; ".join(lines),
               file=sys.stderr)
         if args.strict:
-            from edgeport_runtime.errors import GateFailed
-
             raise GateFailed(f"--strict: {len(lines)} inconclusive gate(s); evaluate on more held-out samples.")
     return 0
 
@@ -91,10 +95,6 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def bench_main(args) -> int:
     """Benchmark every artifact through edgeport-runtime, plus Keras for reference."""
-    from edgeport_runtime.errors import UsageError
-
-    from .bench import bench
-
     if args.runs < 10:
         raise UsageError(f"--runs must be >= 10 for meaningful percentiles, got {args.runs}.")
     res = bench(args.bundle, runs=args.runs)
@@ -121,8 +121,6 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
 
 def report_main(args) -> int:
     """Write report.md/json/png and print the table; exit 1 if any gate failed."""
-    from .report import table, write_report
-
     rep = write_report(args.bundle)
     print(table(rep))
     print(f"wrote {args.bundle}/report.md, report.json, report.png")
@@ -137,8 +135,6 @@ def inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 def inspect_main(args) -> int:
     """Print ops, tensor dtypes, parameter count and size of a .tflite or .onnx file."""
-    from .inspect import inspect_file
-
     info = inspect_file(args.file)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -20,6 +20,9 @@ from typing import Any, Dict, List
 from edgeport_runtime.errors import UsageError
 from edgeport_runtime.manifest import atomic_write_text, read_manifest
 
+from ..data.run import read_record
+from .report_plot import plot_report
+
 REPORT_KEYS = ("name", "format", "recipe", "bytes", "gzip_bytes", "accuracy", "accuracy_delta_pp", "agreement",
                "max_abs_diff", "latency_ms_p50", "rss_mb", "gate")
 
@@ -37,10 +40,7 @@ def build_report(bundle: str) -> Dict[str, Any]:
     man = read_manifest(bdir)
     par = _load(bdir, "parity.json", f"edgeport parity {bundle}")
     ben = _load(bdir, "bench.json", f"edgeport bench {bundle}")
-    train = {}
-    run_dir = man.source.get("run_dir")
-    if run_dir and (Path(run_dir) / "train.json").is_file():
-        train = json.loads((Path(run_dir) / "train.json").read_text())
+    train = read_record(Path(man.source.run_dir)) if man.source.run_dir else {}
     keras_lat = (ben.get("keras") or {}).get("latency_ms", {}).get("p50")
     metric = par["keras"]["metric"]
     keras = {metric: par["keras"]["value"], "metric": metric, "params": train.get("params"),
@@ -85,8 +85,8 @@ def build_report(bundle: str) -> Dict[str, Any]:
             "fine_tune_warnings": list((art.extra or {}).get("warnings") or []),
         })
     return {"bundle": str(bdir), "task": man.task, "test_samples": par["samples"], "keras": keras,
-            "model": train.get("model") or Path(man.source.get("path", "model")).stem,
-            "dataset": train.get("dataset") or (man.source.get("data") or {}).get("data") or "unknown data",
+            "model": train.get("model") or Path(man.source.path or "model").stem,
+            "dataset": train.get("dataset") or (man.source.data.data if man.source.data else None) or "unknown data",
             "artifacts": rows, "skipped": dict(man.skipped or {}), "passed": all(r["gate"] in ("pass", "inconclusive") for r in rows),
             "cores": ben.get("cores"),
             "devices": device_rows(bdir), "toolchain": man.toolchain}
@@ -197,8 +197,6 @@ def write_report(bundle: str) -> Dict[str, Any]:
                       f"{_fmt(d['rss_mb'], '.0f')} | {d['smoke']} |")
     md.append("")
     atomic_write_text(bdir / "report.md", "\n".join(md))
-    from .report_plot import plot_report
-
     tmp_png = bdir / ".report.png.tmp.png"
     plot_report(rep, tmp_png)
     tmp_png.replace(bdir / "report.png")

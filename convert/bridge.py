@@ -16,6 +16,8 @@ from typing import Dict
 
 from edgeport_runtime.errors import EdgeportError
 
+from .recipes import still_working
+
 # The layers the bridge carries, keyed by Keras 3 class name (tf_keras has the class of the same name).
 # tfmot's pruning accepts all of them; its default 8-bit QAT scheme refuses Conv1D and a BatchNormalization that
 # does not follow a convolution (tfmot 0.8.1), and the QAT recipe then names the layer.
@@ -50,8 +52,6 @@ def import_tfmot():
 
 
 def _refuse(layer, why: str):
-    from .recipes import still_working
-
     ok = still_working(lambda s: s.bridge)
     return BridgeError(f"the tf_keras bridge (needed by tflite-int8-qat and tflite-int8-pruned) cannot carry "
                        f"layer {layer.name!r} ({type(layer).__name__}): {why}. Recipes that still work: {ok}.")
@@ -138,8 +138,6 @@ def bridge_model(source):
         return clone
     if source.kind == "keras":
         return to_tf_keras(source.model)
-    from .recipes import still_working
-
     ok = still_working(lambda s: s.bridge)
     raise BridgeError(f"{source.path}: a SavedModel without Keras layers cannot be pruned or fine-tuned "
                       f"(no layers to wrap). Recipes that still work: {ok}.")

@@ -4,7 +4,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from .recipes import DEFAULT_RECIPES
+from edgeport_runtime.errors import UsageError
+
+from ..core.config import check_types, load_config
+from .pipeline import ConvertConfig, convert
+from .recipes import DEFAULT_RECIPES, plan_recipes
 
 _CONVERT_KEYS = ("recipes", "calibration", "data", "seed", "jobs", "options")
 # The type each [convert] key takes in a TOML file (checked before anything runs).
@@ -34,10 +38,6 @@ def convert_arguments(p: argparse.ArgumentParser) -> None:
 
 def convert_main(args) -> int:
     """Run `edgeport convert` and print one line per artifact."""
-    from ..core.config import check_types, load_config
-    from .pipeline import ConvertConfig, convert
-    from .recipes import parse_recipes
-
     conf = {}
     if args.config:
         where = f"--config {args.config}"
@@ -46,21 +46,16 @@ def convert_main(args) -> int:
     for key in ("recipes", "calibration", "data", "seed", "jobs"):
         if getattr(args, key) is not None:
             conf[key] = getattr(args, key)
-    recipes = conf.get("recipes", "all")
-    if isinstance(recipes, list):
-        recipes = ",".join(recipes)
+    plan = plan_recipes(conf.get("recipes", "all"), conf.get("options", {}))
     jobs = int(conf.get("jobs", 1))
     if jobs < 1:
-        from edgeport_runtime.errors import UsageError
-
         raise UsageError(f"--jobs must be >= 1, got {jobs}.")
-    cfg = ConvertConfig(model=args.model, out=args.out, recipes=parse_recipes(recipes),
-                        explicit=str(recipes).strip() != "all",
+    cfg = ConvertConfig(model=args.model, out=args.out, plan=plan,
                         calibration=int(conf.get("calibration", 300)), data=conf.get("data"),
-                        seed=int(conf.get("seed", 0)), options=dict(conf.get("options", {})), jobs=jobs,
+                        seed=int(conf.get("seed", 0)), jobs=jobs,
                         unsafe=args.unsafe_load, force=args.force, verbose=args.verbose)
     t0 = time.perf_counter()
-    n = len(cfg.recipes)
+    n = len(plan.jobs)
     print(f"converting {args.model} -> {args.out} ({n} recipe{'' if n == 1 else 's'})", flush=True)
     man = convert(cfg)
     fp32 = next((a.bytes for a in man.artifacts if a.recipe == "tflite-fp32"), None)
@@ -72,5 +67,5 @@ def convert_main(args) -> int:
     if man.skipped:
         print(f"skipped (do not apply to this model, see the warnings above): {', '.join(man.skipped)}")
     print(f"wrote {args.out}/manifest.json in {time.perf_counter() - t0:.1f} s "
-          f"(calibration: {man.calibration['count']} samples, {man.calibration['source']})")
+          f"(calibration: {man.calibration.count} samples, {man.calibration.source})")
     return 0

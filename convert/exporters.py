@@ -1,13 +1,19 @@
 """One exporter per recipe family, all with the signature ``export(job, spec, opts, out_path) -> dict``.
 
+:data:`EXPORTERS` maps every :class:`~edgeport.convert.recipes.Recipe` to its exporter (a new recipe adds its row
+to the recipe table and its entry here).
+
 ``job`` is an :class:`edgeport.convert.worker.Job` (source model, calibration and fine-tuning data); the returned
 dict is extra metadata for the manifest (e.g. sparsity). These run inside a child process (see worker.py).
 """
 from __future__ import annotations
 
+import gzip
+import logging
 import re
+import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -15,7 +21,9 @@ from edgeport_runtime.errors import EdgeportError
 from edgeport_runtime.manifest import atomic_write_bytes
 
 from ..core import tfenv
-from .recipes import Recipe, RecipeSpec, still_working
+from . import finetune as ft
+from .bridge import bridge_model, import_tfmot
+from .recipes import RECIPES, Recipe, RecipeSpec, still_working
 
 
 class ConversionError(EdgeportError):
@@ -98,8 +106,6 @@ def export_tflite(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
     from_keras_model gives, which prints a SavedModel banner per call; a concrete function over a Keras 3 model
     keeps resource variables and int8 calibration then fails with READ_VARIABLE); SavedModels convert directly; tf_keras models through a concrete function.
     """
-    import tempfile
-
     src = job.source
     with tempfile.TemporaryDirectory() as d:
         if src.kind == "keras":
@@ -127,17 +133,11 @@ def _fine_tune(model, split, task: str, schedule, seed: int, callbacks=()) -> Di
 
     ``split`` is (x_fit, y_fit, x_val, y_val) from :func:`.finetune.validation_split`.
     """
-    from . import finetune as ft
-
     return ft.fit(model, *split, task, schedule, seed, callbacks)
 
 
 def _ptq_int8_bytes(job) -> bytes:
     """Plain post-training int8 of the source (the tflite-int8 recipe): what QAT has to beat."""
-    import tempfile
-
-    from .recipes import RECIPES
-
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "int8.tflite"
         export_tflite(job, RECIPES[Recipe.TFLITE_INT8], {}, p)
@@ -152,9 +152,6 @@ def _labels(job, x_val, y_val):
 def export_qat(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -> Dict[str, Any]:
     """tflite-int8-qat: bridge to tf_keras, freeze batch norm, tfmot quantize_model, step-scheduled fine-tuning
     with early stopping on the validation split (:mod:`.finetune`), full int8; then compared with plain int8."""
-    from . import finetune as ft
-    from .bridge import bridge_model, import_tfmot
-
     tfmot = import_tfmot()
     split = ft.validation_split(job.train_x, job.train_y, job.val_x, job.val_y, job.seed)
     xf, _, xv, yv = split
@@ -203,9 +200,6 @@ def _sparsity(model) -> float:
 
 def _prune_once(tfmot, job, spec, opts, target: float, schedule, split):
     """One pruning attempt from the source weights: ramp to ``target`` by step, fine-tune, strip, int8 bytes."""
-    from . import finetune as ft
-    from .bridge import bridge_model
-
     base = ft.freeze_batchnorm(bridge_model(job.source))
     pschedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target, begin_step=0,
                                                      end_step=schedule.ramp_end_step,
@@ -237,11 +231,6 @@ def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
     under LiteRT's default XNNPACK delegate, and tf2onnx cannot convert them): the .tflite keeps its size and
     the saving shows in gzip size.
     """
-    import gzip
-
-    from . import finetune as ft
-    from .bridge import import_tfmot
-
     targets, searched = ft.sparsity_targets(opts)
     for s in targets:
         if not 0.0 < s < 1.0:
@@ -277,8 +266,6 @@ def export_pruned(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path) -
 
 
 def _onnx_fp32_bytes(job) -> bytes:
-    import logging
-
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
@@ -308,8 +295,6 @@ def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path
     QDQ rather than QOperator (~5x faster on x86) and onnxruntime's own quantizer rather than tf2onnx's
     from_tflite (~6x faster at run time), both measured with onnxruntime 1.31 on x86_64.
     """
-    import tempfile
-
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -336,3 +321,18 @@ def export_onnx_int8(job, spec: RecipeSpec, opts: Dict[str, Any], out_path: Path
                                   "onnx-fp32 still works.") from None
         atomic_write_bytes(out_path, tmp_out.read_bytes())
     return {"format": "QDQ", "per_channel": True}
+
+
+Exporter = Callable[[Any, RecipeSpec, Dict[str, Any], Path], Dict[str, Any]]
+
+#: The exporter of each recipe, keyed like the recipe table (the worker calls ``EXPORTERS[job.recipe]``).
+EXPORTERS: Dict[Recipe, Exporter] = {
+    Recipe.TFLITE_FP32: export_tflite,
+    Recipe.TFLITE_FP16: export_tflite,
+    Recipe.TFLITE_DYNAMIC: export_tflite,
+    Recipe.TFLITE_INT8: export_tflite,
+    Recipe.TFLITE_INT8_QAT: export_qat,
+    Recipe.TFLITE_INT8_PRUNED: export_pruned,
+    Recipe.ONNX_FP32: export_onnx_fp32,
+    Recipe.ONNX_INT8: export_onnx_int8,
+}

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgeport_runtime import load as rt_load
 from edgeport_runtime.errors import InputError
 
 from ..data.split import stratified_split
@@ -219,8 +220,6 @@ def small_data_warning(recipe: str, kind: str, n_train: int, n_val: Optional[int
 
 def predict_tflite(data: bytes, x: np.ndarray) -> np.ndarray:
     """Outputs of a .tflite (given as bytes) on ``x`` through edgeport-runtime, the code path devices use."""
-    from edgeport_runtime import load as rt_load
-
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "attempt.tflite"
         p.write_bytes(data)

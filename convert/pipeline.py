@@ -16,29 +16,32 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgeport_runtime import load as rt_load
-from edgeport_runtime.errors import EdgeportError, InputError, UsageError
+from edgeport_runtime.errors import EdgeportError, InputError, ModelLoadError
 from edgeport_runtime.manifest import Artifact, Manifest, sha256_file, write_manifest
+from edgeport_runtime.sections import Calibration, Check, DataRecord, Preprocessing, Source
 
 from ..core.fsutil import check_out_dir, remove_dead_temp_dirs, staged_dir, write_marker
+from ..core.tfenv import package_versions
 from ..data.datasets import skipped_summary
-from ..data.run import Data, calibration_samples, resolve_data
+from ..data.run import RUN_FILES, TEST_FILE, Data, calibration_samples, is_run_dir, resolve_data
 from .progress import ConvertProgress
-from .recipes import RECIPES, Recipe, recipe_options
+from . import worker
+from .bridge import BridgeError
+from .exporters import ConversionError
+from .finetune import small_data_warning
+from .recipes import Recipe, RecipeJob, RecipePlan, plan_recipes
 
 WORK_PREFIX = "edgeport-convert-"  # temp work dirs (hold a copy of the training data; always removed)
 CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
 
 
-def _not_applicable():
-    from .bridge import BridgeError
-    from .exporters import ConversionError
-
-    return (BridgeError, ConversionError)
+# failures that mean "this recipe does not apply to this model" (skipped under an implicit "all")
+_NOT_APPLICABLE = (BridgeError, ConversionError)
 
 
 @dataclass
@@ -47,13 +50,11 @@ class ConvertConfig:
 
     model: str
     out: str
-    recipes: List[Recipe] = field(default_factory=lambda: list(RECIPES))
+    plan: RecipePlan = field(default_factory=plan_recipes)  # the recipes, their options and gates
     calibration: int = 300
     data: Optional[str] = None
     seed: int = 0
-    options: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # recipe name -> option overrides
     jobs: int = 1
-    explicit: bool = False  # recipes named by the user: every one must succeed (else "all that apply")
     unsafe: bool = False
     force: bool = False
     verbose: bool = False
@@ -66,8 +67,6 @@ def _pool(jobs: int) -> Iterator[cf.ProcessPoolExecutor]:
     ``ProcessPoolExecutor.__exit__`` waits for running recipes, so a Ctrl-C or SIGTERM would leave converters
     writing on for minutes; the initializer also asks the kernel to SIGKILL each child if we die (even SIGKILL).
     """
-    from . import worker
-
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1,
                                   initializer=worker.die_with_parent, initargs=(os.getpid(),))
     try:
@@ -96,9 +95,6 @@ def _describe(path: Path, spec, bundle_dir: Path, name: str, extra: Dict[str, An
                     sparsity=extra.pop("sparsity", None), check_outputs=f"check_{name}.npy", extra=extra)
 
 
-RUN_FILES = ("model.keras", "train.json", "train.npz", "test.npz")
-
-
 def _inputs(model: Path, data: Optional[str]) -> List[Path]:
     """Paths `convert` reads (model, data, run files); --out may not be, hold or lie inside any of them.
 
@@ -106,47 +102,25 @@ def _inputs(model: Path, data: Optional[str]) -> List[Path]:
     """
     paths = [model]
     run = model.parent if data is None else Path(data)
-    if (run / "train.json").is_file():
+    if is_run_dir(run):
         paths += [run / f for f in RUN_FILES if (run / f).exists()]
     elif data is not None and run.exists():
         paths.append(run)
     return paths
 
 
-def _data_record(cfg: ConvertConfig, data: Data) -> Dict[str, Any]:
+def _data_record(cfg: ConvertConfig, data: Data) -> DataRecord:
     """--data as given (a path made absolute, or a built-in name), the seed and how the held-out split was made."""
     if data.run_dir is not None:
-        return {"data": str(data.run_dir.resolve()), "seed": cfg.seed, "split": "the training run's test.npz"}
+        return DataRecord(str(data.run_dir.resolve()), cfg.seed, f"the training run's {TEST_FILE}")
     arg = cfg.data
     if arg is not None and Path(arg).exists():
         arg = str(Path(arg).resolve())
-    return {"data": arg, "seed": cfg.seed,
-            "split": "the dataset's own test split, else 20% held out, stratified by class, seeded"}
-
-
-def fine_tune_warnings(recipes: List[Recipe], opts: Dict[Recipe, Dict[str, Any]], data: Data) -> List[str]:
-    """Warnings, before anything runs, for fine-tuning recipes whose labelled data is too small (with numbers)."""
-    from .finetune import small_data_warning
-
-    kinds = {Recipe.TFLITE_INT8_QAT: "qat", Recipe.TFLITE_INT8_PRUNED: "prune"}
-    n_val = len(data.x_val) if data.x_val is not None else None
-    out = []
-    for r in recipes:
-        if r in kinds:
-            w = small_data_warning(r.value, kinds[r], len(data.x_train), n_val, opts[r])
-            if w:
-                out.append(w)
-    return out
-
-
-def _versions() -> Dict[str, str]:
-    from ..core.tfenv import package_versions
-
-    return package_versions()
+    return DataRecord(arg, cfg.seed, "the dataset's own test split, else 20% held out, stratified by class, seeded")
 
 
 def convert(cfg: ConvertConfig, progress=print) -> Manifest:
-    """Convert ``cfg.model`` with every recipe in ``cfg.recipes`` into the bundle directory ``cfg.out``.
+    """Convert ``cfg.model`` with every recipe in ``cfg.plan`` into the bundle directory ``cfg.out``.
 
     Returns:
         The written :class:`Manifest`.
@@ -155,111 +129,162 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
         UsageError / InputError / ModelLoadError: bad options, data or model (nothing is written).
         EdgeportError: one or more recipes failed; the message lists each failure and what still works.
     """
+    model, inputs = _resolve_inputs(cfg)
+    data, calib, check_x = _load_data(cfg, model, progress)
+    remove_dead_temp_dirs(WORK_PREFIX)  # data copies left by a convert that was SIGKILLed
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
+    try:
+        setup = worker.ChildSetup(str(model.resolve()), unsafe=cfg.unsafe, verbose=cfg.verbose,
+                                  threads=max(1, (os.cpu_count() or 1) // cfg.jobs))
+        info = _load_source(setup, work, data, calib, check_x)
+        for line in fine_tune_warnings(cfg.plan.jobs, data):
+            progress(f"warning: {line}")
+        with staged_dir(cfg.out, cfg.force, "convert", inputs) as tmp:
+            results, failures = _run_jobs(cfg, setup, work, tmp, data.task, progress)
+            skipped = _settle_failures(cfg, results, failures, progress)
+            manifest = _write_bundle(cfg, tmp, model, data, calib, check_x, info, results, skipped)
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _resolve_inputs(cfg: ConvertConfig):
+    """The source model's path and every path convert reads; refuses a missing model or an unusable --out."""
     model = Path(cfg.model)
     if not model.exists():
-        from edgeport_runtime.errors import ModelLoadError
-
         raise ModelLoadError(f"{model}: no such file or directory; expected a .keras, a .h5 or a SavedModel dir.")
     inputs = _inputs(model, cfg.data)
     check_out_dir(cfg.out, cfg.force, inputs)
-    opts = {r: recipe_options(r, cfg.options.get(r.value, {})) for r in cfg.recipes}
-    for name in cfg.options:
-        if name not in {r.value for r in cfg.recipes}:
-            raise UsageError(f"options given for recipe {name!r}, which is not being converted "
-                             f"(converting: {', '.join(r.value for r in cfg.recipes)}).")
+    return model, inputs
+
+
+def _load_data(cfg: ConvertConfig, model: Path, progress):
+    """The run's (or dataset's) splits, the stratified calibration samples and the bundle's check inputs."""
     data = resolve_data(model, cfg.data, cfg.seed)
     skipped = skipped_summary(data.notes)
     if skipped:  # on screen: a folder of mostly unreadable files should not pass silently
         progress(skipped)
     calib = calibration_samples(data.x_train, data.y_train, cfg.calibration, cfg.seed)
     check_x = data.x_test[:CHECK_SAMPLES].astype(np.float32)
-    remove_dead_temp_dirs(WORK_PREFIX)  # data copies left by a convert that was SIGKILLed
-    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
-    try:
-        write_marker(work, "convert")
-        np.savez(work / "data.npz", calibration=calib, x_train=data.x_train, y_train=data.y_train,
-                 **({"x_val": data.x_val, "y_val": data.y_val} if data.x_val is not None else {}))
-        np.save(work / "check_inputs.npy", check_x)
-        base = {"model": str(model.resolve()), "unsafe": cfg.unsafe, "verbose": cfg.verbose,
-                "threads": max(1, (os.cpu_count() or 1) // cfg.jobs)}
-        from . import worker
+    return data, calib, check_x
 
-        with _pool(1) as pool:
-            info = pool.submit(worker.probe, dict(base, check_inputs=str(work / "check_inputs.npy"))).result()
-        if tuple(info["input_shape"]) != tuple(calib.shape[1:]):
-            raise InputError(f"calibration data has samples of shape {tuple(calib.shape[1:])} but the model takes "
-                             f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data.")
-        for line in fine_tune_warnings(cfg.recipes, opts, data):
-            progress(f"warning: {line}")
-        with staged_dir(cfg.out, cfg.force, "convert", inputs) as tmp:
-            futures = {}
-            with _pool(cfg.jobs) as pool:
-                for r in cfg.recipes:
-                    spec = RECIPES[r]
-                    job = dict(base, recipe=r.value, options=opts[r], data=str(work / "data.npz"),
-                               out_path=str(tmp / f"{r.value}{spec.suffix}"), task=data.task, seed=cfg.seed)
-                    futures[r] = pool.submit(worker.run_recipe, job)
-                results, failures, failure_types = {}, {}, {}
-                shown = ConvertProgress([r.value for r in futures], emit=progress,
-                                        live=None if progress is print else False)
+
+def _load_source(setup: worker.ChildSetup, work: Path, data: Data, calib: np.ndarray, check_x: np.ndarray
+                 ) -> Dict[str, Any]:
+    """Stage the data for the children in ``work``; load the model in a child (kind, shapes, check outputs).
+
+    Fails fast, before any recipe runs, on a model that does not load or takes inputs of another shape.
+    """
+    write_marker(work, "convert")
+    np.savez(work / "data.npz", calibration=calib, x_train=data.x_train, y_train=data.y_train,
+             **({"x_val": data.x_val, "y_val": data.y_val} if data.x_val is not None else {}))
+    np.save(work / "check_inputs.npy", check_x)
+    with _pool(1) as pool:
+        info = pool.submit(worker.probe, setup, str(work / "check_inputs.npy")).result()
+    if tuple(info["input_shape"]) != tuple(calib.shape[1:]):
+        raise InputError(f"calibration data has samples of shape {tuple(calib.shape[1:])} but the model takes "
+                         f"{tuple(info['input_shape'])} ({data.source}); pass --data with matching data.")
+    return info
+
+
+_FINE_TUNE_KIND = {Recipe.TFLITE_INT8_QAT: "qat", Recipe.TFLITE_INT8_PRUNED: "prune"}
+
+
+def fine_tune_warnings(jobs: Sequence[RecipeJob], data: Data) -> List[str]:
+    """Warnings, before anything runs, for fine-tuning recipes whose labelled data is too small (with numbers)."""
+    n_val = len(data.x_val) if data.x_val is not None else None
+    out = []
+    for job in jobs:
+        if job.recipe in _FINE_TUNE_KIND:
+            w = small_data_warning(job.name, _FINE_TUNE_KIND[job.recipe], len(data.x_train), n_val, job.options)
+            if w:
+                out.append(w)
+    return out
+
+
+def _run_jobs(cfg: ConvertConfig, setup: worker.ChildSetup, work: Path, tmp: Path, task: str, progress):
+    """Run every job of the plan in the pool, writing into ``tmp``; report each as it finishes.
+
+    Returns ``(results, failures)``: extra metadata per converted recipe, and (message, exception) per failure.
+    """
+    futures = {}
+    results: Dict[Recipe, Dict[str, Any]] = {}
+    failures: Dict[Recipe, Tuple[str, BaseException]] = {}
+    with _pool(cfg.jobs) as pool:
+        for job in cfg.plan.jobs:
+            futures[job.recipe] = pool.submit(worker.run_recipe, setup, job, str(work / "data.npz"), task,
+                                              cfg.seed, str(tmp / job.filename))
+        shown = ConvertProgress([r.value for r in futures], emit=progress, live=None if progress is print else False)
+        try:
+            for fut in cf.as_completed(futures.values()):  # report in the order they finish
+                r = next(k for k, v in futures.items() if v is fut)
                 try:
-                    for fut in cf.as_completed(futures.values()):  # report in the order they finish
-                        r = next(k for k, v in futures.items() if v is fut)
-                        try:
-                            results[r] = fut.result()
-                            shown.done(r.value)
-                            for line in results[r].get("warnings", []):
-                                progress(f"warning: {r.value}: {line}")
-                        except EdgeportError as e:
-                            msg = str(e)
-                            if msg.startswith(f"{r.value}: "):  # exporters name their recipe; the list does too
-                                msg = msg[len(r.value) + 2:]
-                            failures[r], failure_types[r] = msg, e
-                            if not cfg.explicit and isinstance(e, _not_applicable()):
-                                shown.skipped(r.value)
-                            else:
-                                shown.failed(r.value, msg)
-                        except cf.process.BrokenProcessPool as e:
-                            failures[r], failure_types[r] = ("the converter process crashed (killed or out of "
-                                                             "memory)"), e
-                            shown.failed(r.value, failures[r])
-                finally:
-                    shown.close()
-            skipped = {}
-            if failures and not cfg.explicit and results:
-                # the default "all" means all that apply: a recipe this model cannot take is skipped, said
-                # loudly and recorded in the manifest; crashes and bad input still fail the run
-                for r in list(failures):
-                    if isinstance(failure_types[r], _not_applicable()):
-                        skipped[r.value] = failures.pop(r)
-                        progress(f"warning: skipped {r.value}: {skipped[r.value]}")
-            if failures:
-                ok = [r.value for r in results]
-                lines = "; ".join(f"{r.value}: {msg}" for r, msg in failures.items())
-                raise EdgeportError(f"{len(failures)} recipe(s) failed, nothing was written. {lines} "
-                                    f"Converted fine: {', '.join(ok) or 'none'}; re-run with --recipes "
-                                    "listing only those, or fix the model.")
-            done = [r for r in cfg.recipes if r in results]
-            np.save(tmp / "check_inputs.npy", check_x)
-            np.save(tmp / "check_keras.npy", info["check_outputs"])
-            artifacts = [_describe(tmp / f"{r.value}{RECIPES[r].suffix}", RECIPES[r], tmp, r.value, results[r],
-                                   check_x) for r in done]
-            default = next((a.name for a in artifacts if a.recipe == Recipe.TFLITE_INT8.value), artifacts[0].name)
-            manifest = Manifest(
-                artifacts=artifacts, task=data.task, labels=data.labels, preprocessing=data.preprocessing,
-                # absolute paths: parity and bench find the Keras original from any working directory
-                source={"path": str(model.resolve()), "sha256": sha256_file(model) if model.is_file() else None,
-                        "kind": info["kind"], "input_shape": info["input_shape"],
-                        "run_dir": str(data.run_dir.resolve()) if data.run_dir else None,
-                        # what parity needs to re-create the held-out split without the user repeating --data
-                        "data": _data_record(cfg, data)},
-                calibration={"source": f"training split of {data.source}", "count": int(len(calib)),
-                             "seed": cfg.seed, "stratified": True},
-                toolchain=_versions(), check={"inputs": "check_inputs.npy", "keras_outputs": "check_keras.npy"},
-                default_artifact=default, skipped=skipped,
-                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            )
-            write_manifest(tmp, manifest)
-        return manifest
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+                    results[r] = fut.result()
+                    shown.done(r.value)
+                    for line in results[r].get("warnings", []):  # e.g. QAT ending below plain int8
+                        progress(f"warning: {r.value}: {line}")
+                except EdgeportError as e:
+                    msg = str(e)
+                    if msg.startswith(f"{r.value}: "):  # exporters name their recipe; the list does too
+                        msg = msg[len(r.value) + 2:]
+                    failures[r] = (msg, e)
+                    if not cfg.plan.explicit and isinstance(e, _NOT_APPLICABLE):
+                        shown.skipped(r.value)
+                    else:
+                        shown.failed(r.value, msg)
+                except cf.process.BrokenProcessPool as e:
+                    failures[r] = ("the converter process crashed (killed or out of memory)", e)
+                    shown.failed(r.value, failures[r][0])
+        finally:
+            shown.close()
+    return results, failures
+
+
+def _settle_failures(cfg: ConvertConfig, results, failures, progress) -> Dict[str, str]:
+    """Recipes skipped as not applicable (recipe -> why); raises if any other failure remains.
+
+    The default "all" means all that apply: a recipe this model cannot take is skipped, said loudly and recorded
+    in the manifest; crashes and bad input still fail the run, and so does any failure of a named recipe.
+    """
+    skipped = {}
+    if failures and not cfg.plan.explicit and results:
+        for r in list(failures):
+            if isinstance(failures[r][1], _NOT_APPLICABLE):
+                skipped[r.value] = failures.pop(r)[0]
+                progress(f"warning: skipped {r.value}: {skipped[r.value]}")
+    if failures:
+        ok = [r.value for r in results]
+        lines = "; ".join(f"{r.value}: {msg}" for r, (msg, _) in failures.items())
+        raise EdgeportError(f"{len(failures)} recipe(s) failed, nothing was written. {lines} "
+                            f"Converted fine: {', '.join(ok) or 'none'}; re-run with --recipes "
+                            "listing only those, or fix the model.")
+    return skipped
+
+
+def _write_bundle(cfg: ConvertConfig, tmp: Path, model: Path, data: Data, calib: np.ndarray, check_x: np.ndarray,
+                  info: Dict[str, Any], results, skipped: Dict[str, str]) -> Manifest:
+    """Check inputs and outputs, one described artifact per converted recipe, and the manifest, into ``tmp``."""
+    done = [job for job in cfg.plan.jobs if job.recipe in results]
+    np.save(tmp / "check_inputs.npy", check_x)
+    np.save(tmp / "check_keras.npy", info["check_outputs"])
+    artifacts = [_describe(tmp / job.filename, job.spec, tmp, job.name, results[job.recipe], check_x)
+                 for job in done]
+    default = next((a.name for a in artifacts if a.recipe == Recipe.TFLITE_INT8.value), artifacts[0].name)
+    manifest = Manifest(
+        artifacts=artifacts, task=data.task, labels=data.labels,
+        # the run's preprocessing, type-checked here as a device will read it
+        preprocessing=Preprocessing.from_dict(data.preprocessing, f"{data.source}: preprocessing"),
+        # absolute paths: parity and bench find the Keras original from any working directory
+        source=Source(path=str(model.resolve()), sha256=sha256_file(model) if model.is_file() else None,
+                      kind=info["kind"], input_shape=info["input_shape"],
+                      run_dir=str(data.run_dir.resolve()) if data.run_dir else None,
+                      # what parity needs to re-create the held-out split without the user repeating --data
+                      data=_data_record(cfg, data)),
+        calibration=Calibration(source=f"training split of {data.source}", count=int(len(calib)), seed=cfg.seed,
+                                stratified=True),
+        toolchain=package_versions(), check=Check(inputs="check_inputs.npy", keras_outputs="check_keras.npy"),
+        default_artifact=default, skipped=skipped,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    write_manifest(tmp, manifest)
+    return manifest

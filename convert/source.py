@@ -7,6 +7,7 @@ marshalled Python bytecode). ``unsafe=True`` (``--unsafe-load``) lifts both for 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 from edgeport_runtime.errors import ModelLoadError, UsageError
 
 from ..core import tfenv
+from .opscan import check_saved_model
 
 # Layer classes a legacy .h5 may hold without being treated as code (everything tf.keras ships as plain layers).
 _CODE_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
@@ -257,8 +259,6 @@ def _load_tf_keras_saved_model(path: Path, unsafe: bool, configs: Optional[list]
     if code and not unsafe:
         raise ModelLoadError(f"{path}: layers {code} hold Python code that loading would run; safe mode refuses "
                              "them. Pass --unsafe-load only if you trust this file.")
-    import logging
-
     import tf_keras
 
     tf_log = logging.getLogger("tensorflow")
@@ -282,8 +282,6 @@ def _load_saved_model(path: Path, unsafe: bool = False) -> Source:
     if not (path / "saved_model.pb").is_file():
         raise ModelLoadError(f"{path}: a directory without saved_model.pb; expected a TensorFlow SavedModel.")
     if not unsafe:
-        from .opscan import check_saved_model
-
         check_saved_model(path)  # before TensorFlow runs anything from the file
     if (path / "keras_metadata.pb").is_file():
         src = _load_tf_keras_saved_model(path, unsafe)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import importlib
 import logging
 import os
 import re
@@ -18,7 +17,22 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..core import tfenv
+from .exporters import EXPORTERS
+from .recipes import RecipeJob
+from .source import load_source
+
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+@dataclass(frozen=True)
+class ChildSetup:
+    """What every child process needs to load the source model (picklable; built once by the pipeline)."""
+
+    model: str  # absolute path of the source model
+    unsafe: bool = False  # let the model file run code (--unsafe-load)
+    verbose: bool = False
+    threads: Optional[int] = None  # TensorFlow intra-op threads
 
 
 @dataclass
@@ -58,45 +72,41 @@ def quiet_ort_axis_warning() -> None:
         root.addFilter(_OrtAxisFilter())
 
 
-def _setup(spec: Dict[str, Any]):
-    from ..core import tfenv
-
+def _setup(setup: ChildSetup):
     quiet_ort_axis_warning()
 
-    tfenv.set_verbose(spec.get("verbose", False))
+    tfenv.set_verbose(setup.verbose)
     tfenv.import_tf()
-    tfenv.configure_cpu(threads=spec.get("threads"))
-    from .source import load_source
-
-    return load_source(spec["model"], unsafe=spec.get("unsafe", False))
+    tfenv.configure_cpu(threads=setup.threads)
+    return load_source(setup.model, unsafe=setup.unsafe)
 
 
-def probe(spec: Dict[str, Any]) -> Dict[str, Any]:
+def probe(setup: ChildSetup, check_inputs: Optional[str] = None) -> Dict[str, Any]:
     """Load the source model (failing fast on a bad file) and compute its outputs on the check inputs."""
-    src = _setup(spec)
+    src = _setup(setup)
     out: Dict[str, Any] = {"kind": src.kind, "input_shape": list(src.input_shape),
                            "output_shape": list(src.output_shape)}
-    if spec.get("check_inputs") is not None:
-        x = np.load(spec["check_inputs"])
+    if check_inputs is not None:
+        x = np.load(check_inputs)
         if tuple(x.shape[1:]) == tuple(src.input_shape):  # else the parent reports the mismatch
             out["check_outputs"] = src.predict(x)
     return out
 
 
-def run_recipe(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """Export one recipe to ``spec['out_path']``; return the exporter's extra metadata."""
-    from .recipes import RECIPES, Recipe
+def run_recipe(setup: ChildSetup, job: RecipeJob, data: str, task: str, seed: int, out_path: str
+               ) -> Dict[str, Any]:
+    """Export ``job``'s recipe to ``out_path``; return the exporter's extra metadata.
 
-    src = _setup(spec)
-    data = np.load(spec["data"])
-    recipe = Recipe(spec["recipe"])
-    rs = RECIPES[recipe]
-    job = Job(src, data["calibration"],
-              data["x_train"] if rs.bridge else None, data["y_train"] if rs.bridge else None,
-              data["x_val"] if rs.bridge and "x_val" in data else None,
-              data["y_val"] if rs.bridge and "y_val" in data else None, spec["task"], spec["seed"])
-    exporters = importlib.import_module("edgeport.convert.exporters")
-    return getattr(exporters, rs.exporter)(job, rs, spec["options"], Path(spec["out_path"])) or {}
+    ``data`` is the .npz the parent wrote (calibration samples, and the training split for recipes that fine-tune).
+    """
+    src = _setup(setup)
+    arrays = np.load(data)
+    rs = job.spec
+    inputs = Job(src, arrays["calibration"],
+                 arrays["x_train"] if rs.bridge else None, arrays["y_train"] if rs.bridge else None,
+                 arrays["x_val"] if rs.bridge and "x_val" in arrays else None,
+                 arrays["y_val"] if rs.bridge and "y_val" in arrays else None, task, seed)
+    return EXPORTERS[job.recipe](inputs, rs, dict(job.options), Path(out_path)) or {}
 
 
 def die_with_parent(parent_pid: int) -> None:

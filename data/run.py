@@ -1,12 +1,16 @@
-"""The run directory `edgeport train` writes, read back as the data every later stage uses.
+"""The run directory: written by `edgeport train`, read back as the data every later stage uses.
 
-A run directory holds model.keras, train.json (config, task, class names, preprocessing), train.npz
-(x_train/y_train, x_val/y_val) and test.npz (x_test/y_test). Convert calibrates and fine-tunes on the training
-split; parity measures on the held-out split. ``--data`` may instead name a dataset, split here the same way.
+This module owns its layout. A run directory holds :data:`MODEL_FILE` (model.keras), :data:`RECORD_FILE`
+(train.json: config, task, class names, preprocessing), :data:`TRAIN_FILE` (train.npz: x_train/y_train,
+x_val/y_val), :data:`TEST_FILE` (test.npz: x_test/y_test) and :data:`HISTORY_FILE` (history.png). Convert
+calibrates and fine-tunes on the training split; parity measures on the held-out split. ``--data`` may instead
+name a dataset, split here the same way.
 """
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -14,10 +18,54 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from edgeport_runtime.errors import InputError, UsageError
+from edgeport_runtime.manifest import atomic_write_text
 
 from .datasets import load_dataset
 from .preprocess import standardize_like
 from .split import stratified_split
+
+MODEL_FILE = "model.keras"
+RECORD_FILE = "train.json"
+TRAIN_FILE = "train.npz"
+TEST_FILE = "test.npz"
+HISTORY_FILE = "history.png"
+RUN_FILES = (MODEL_FILE, RECORD_FILE, TRAIN_FILE, TEST_FILE)  # what later stages read from a run
+
+
+def is_run_dir(path: Path) -> bool:
+    """True when ``path`` is a training run directory (it holds train.json)."""
+    return (Path(path) / RECORD_FILE).is_file()
+
+
+def read_record(run_dir: Path) -> Dict[str, Any]:
+    """The run's train.json record ({} when ``run_dir`` is not a run directory)."""
+    path = Path(run_dir) / RECORD_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_splits(run_dir: Path, x_train: np.ndarray, y_train: np.ndarray, x_val: Optional[np.ndarray],
+                 y_val: Optional[np.ndarray], x_test: np.ndarray, y_test: np.ndarray) -> None:
+    """Write train.npz (training + validation split) and test.npz (held-out split), compressed, atomically."""
+    _save_npz(Path(run_dir) / TRAIN_FILE, x_train=x_train, y_train=y_train,
+              **({"x_val": x_val, "y_val": y_val} if x_val is not None else {}))
+    _save_npz(Path(run_dir) / TEST_FILE, x_test=x_test, y_test=y_test)
+
+
+def write_record(run_dir: Path, record: Dict[str, Any]) -> None:
+    """Write train.json atomically (written last by the trainer: its presence marks a complete run)."""
+    atomic_write_text(Path(run_dir) / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    """Compressed .npz streamed to a temp file beside ``path``, renamed over it when complete."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -48,9 +96,9 @@ def _npz(path: Path, keys) -> Dict[str, np.ndarray]:
 
 def load_run_data(run_dir: Path) -> Data:
     """The splits a training run stored (train.npz, test.npz) and its train.json description."""
-    rec = json.loads((run_dir / "train.json").read_text())
-    tr = _npz(run_dir / "train.npz", ("x_train", "y_train", "x_val", "y_val"))
-    te = _npz(run_dir / "test.npz", ("x_test", "y_test"))
+    rec = json.loads((run_dir / RECORD_FILE).read_text())
+    tr = _npz(run_dir / TRAIN_FILE, ("x_train", "y_train", "x_val", "y_val"))
+    te = _npz(run_dir / TEST_FILE, ("x_test", "y_test"))
     if "x_train" not in tr or "x_test" not in te:
         raise InputError(f"{run_dir}: train.npz/test.npz are missing arrays; re-run `edgeport train`.")
     return Data(tr["x_train"], tr["y_train"], tr.get("x_val"), tr.get("y_val"), te["x_test"], te["y_test"],
@@ -61,17 +109,16 @@ def load_run_data(run_dir: Path) -> Data:
 def resolve_data(model: Path, data: Optional[str], seed: int) -> Data:
     """--data (a run directory, a dataset name or path), else the run directory the model sits in."""
     if data is None:
-        if (model.parent / "train.json").is_file():
+        if is_run_dir(model.parent):
             return load_run_data(model.parent)
         raise UsageError(f"{model}: not inside a training run directory, so there is no training data to "
                          "calibrate on; pass --data RUN_DIR or --data DATASET (a built-in name, .npz, .csv or "
                          "image folder).")
     p = Path(data)
-    if p.is_dir() and (p / "train.json").is_file():
+    if p.is_dir() and is_run_dir(p):
         return load_run_data(p)
     # the model's own run (if it sits in one) says which CSV column held the labels and how features were scaled
-    run_json = model.parent / "train.json"
-    run = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    run = read_record(model.parent)
     ds = load_dataset(data, seed, label_column=run.get("config", {}).get("label_column"))
     if ds.x_test is not None:
         xtr, ytr, xte, yte = ds.x, ds.y, ds.x_test, ds.y_test

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from edgeport_runtime.errors import UsageError
+
+from .deploy import Target, deploy, rollback
+from .offline import make_offline_bundle
+from .profiles import get_profile, load_profiles
 
 
 def devices_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,10 +20,6 @@ def devices_arguments(p: argparse.ArgumentParser) -> None:
 
 def devices_main(args) -> int:
     """List the device profiles and what each can run."""
-    from dataclasses import asdict
-
-    from .profiles import load_profiles
-
     profiles = load_profiles()
     if args.json:
         print(json.dumps([asdict(p) | {"formats": p.formats} for p in profiles.values()], indent=2))
@@ -45,9 +46,6 @@ def bundle_arguments(p: argparse.ArgumentParser) -> None:
 
 def bundle_main(args) -> int:
     """Write the offline device archive."""
-    from .offline import make_offline_bundle
-    from .profiles import get_profile
-
     ob = make_offline_bundle(args.bundle, get_profile(args.device), args.out, args.force)
     size = ob.path.stat().st_size
     print(f"wrote {ob.path} ({size / 1e6:.1f} MB) for {ob.profile}: artifacts {', '.join(ob.artifacts)}; "
@@ -69,8 +67,6 @@ def _target_args(p):
 
 
 def _target(args):
-    from .deploy import Target
-
     return Target(args.host, args.port, args.identity, args.known_hosts, args.accept_new_host_key,
                   args.remote_dir, args.lock_wait)
 
@@ -83,9 +79,6 @@ def deploy_arguments(p: argparse.ArgumentParser) -> None:
 
 def deploy_main(args) -> int:
     """Deploy and print the device's smoke parity and bench; exit 1 if the device's smoke check failed."""
-    from .deploy import deploy
-    from .profiles import get_profile
-
     res = deploy(args.bundle, get_profile(args.device), _target(args))
     b = res["bench"]
     print(f"deployed release {res['release']} to {res['host']} ({res['profile']}): "
@@ -104,8 +97,6 @@ def rollback_arguments(p: argparse.ArgumentParser) -> None:
 
 def rollback_main(args) -> int:
     """Switch the device back to its previous release (after checking it) and record that in --bundle."""
-    from .deploy import rollback
-
     if args.bundle and not (Path(args.bundle) / "devices").is_dir():
         raise UsageError(f"--bundle {args.bundle}: has no devices/ directory; pass the bundle directory you "
                          "deployed to this host with `edgeport deploy`.")

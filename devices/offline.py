@@ -58,8 +58,8 @@ def _files_to_copy(bundle_dir: Path, man, keep) -> List[Tuple[Path, str]]:
         if art.check_outputs:
             rels.append((art.check_outputs, f"artifact {art.name} check_outputs"))
     for key in ("inputs", "keras_outputs"):
-        if man.check.get(key):
-            rels.append((man.check[key], f"check {key}"))
+        if getattr(man.check, key):
+            rels.append((getattr(man.check, key), f"check {key}"))
     # every path is checked before the first byte is read or written: a crafted manifest gets nothing copied
     return [(contained_path(bundle_dir, rel, f"{bundle_dir / MANIFEST_NAME}: {what}"), rel) for rel, what in rels]
 

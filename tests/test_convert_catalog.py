@@ -73,9 +73,9 @@ def _export(tmp_path, model, x, recipe, train=None):
     spec = RECIPES[recipe]
     out = tmp_path / f"{recipe.value}{spec.suffix}"
     opts = dict(spec.options, epochs=1)
-    if spec.fine_tunes:  # 4 steps (the ramp ends at 2) and a fixed sparsity: these check the export path, not the search
+    if spec.fine_tunes:  # 4 steps (the ramp ends at 2), fixed sparsity: the export path, not the search
         opts.update(steps=4, **({"sparsity": 0.75} if "sparsity" in opts else {}))
-    extra = getattr(exporters, spec.exporter)(job, spec, opts, out)
+    extra = exporters.EXPORTERS[recipe](job, spec, opts, out)
     return er.load(out, num_threads=1), extra
 
 

@@ -17,9 +17,9 @@ def test_convert_writes_every_recipe_and_a_complete_manifest(full_bundle):
         assert a.gzip_bytes and len(a.sha256) == 64 and a.inputs[0].shape == [None, 8, 8, 1]
     int8 = man.artifact("tflite-int8")
     assert int8.inputs[0].dtype == "int8" and int8.inputs[0].scale > 0 and int8.quantization == "int8"
-    assert man.calibration["count"] == 300 and "training split" in man.calibration["source"]
-    assert man.labels == [str(i) for i in range(10)] and man.preprocessing["input_scale"] == 1 / 16
-    assert man.source["sha256"] and man.toolchain["tensorflow-cpu"] == "2.21.0"
+    assert man.calibration.count == 300 and "training split" in man.calibration.source
+    assert man.labels == [str(i) for i in range(10)] and man.preprocessing.input_scale == 1 / 16
+    assert man.source.sha256 and man.toolchain["tensorflow-cpu"] == "2.21.0"
     pruned = man.artifact("tflite-int8-pruned")
     # the search keeps a rung of the ladder and reaches it (tfmot rounds per layer to whole weights)
     assert pruned.extra["target_sparsity"] in (0.75, 0.5, 0.3) and pruned.extra["searched"]
@@ -98,7 +98,7 @@ def test_legacy_h5_with_old_keys_loads_through_keras3(tmp_path, cli):
                         tfk.layers.Conv2D(8, 3), tfk.layers.ReLU(), tfk.layers.Flatten(),
                         tfk.layers.Dense(10, activation="softmax")])
     man = _convert_legacy_h5(tmp_path, cli, m, "tflite-int8,onnx-fp32,tflite-int8-qat")
-    assert man.source["kind"] == "keras"
+    assert man.source.kind == "keras"
 
 
 def test_legacy_h5_keras3_refuses_falls_back_to_tf_keras(tmp_path, cli):
@@ -113,7 +113,7 @@ def test_legacy_h5_keras3_refuses_falls_back_to_tf_keras(tmp_path, cli):
     with pytest.raises(ValueError, match="Unknown layer: 'ThresholdedReLU'"):  # the premise: Keras 3 refuses it
         keras.saving.load_model(tmp_path / "probe.h5", compile=False)
     man = _convert_legacy_h5(tmp_path, cli, m)
-    assert man.source["kind"] == "tf_keras"
+    assert man.source.kind == "tf_keras"
 
 
 def test_savedmodel_without_keras_metadata_converts(tmp_path, cli):
@@ -213,7 +213,7 @@ def test_implicit_all_skips_recipes_that_do_not_apply(tmp_path):
     import keras
 
     from edgeport.convert.pipeline import ConvertConfig, convert
-    from edgeport.convert.recipes import Recipe
+    from edgeport.convert.recipes import Recipe, RecipePlan
 
     inp = keras.Input((16, 3))
     x = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inp))
@@ -222,13 +222,13 @@ def test_implicit_all_skips_recipes_that_do_not_apply(tmp_path):
     np.savez(tmp_path / "d.npz", x_train=rng.random((60, 16, 3), dtype=np.float32), y_train=np.arange(60) % 2)
     said = []
     man = convert(ConvertConfig(model=str(tmp_path / "c1d.keras"), out=str(tmp_path / "b"), data=str(tmp_path / "d.npz"),
-                                recipes=[Recipe.TFLITE_INT8, Recipe.TFLITE_INT8_QAT], explicit=False), progress=said.append)
+                                plan=RecipePlan.of([Recipe.TFLITE_INT8, Recipe.TFLITE_INT8_QAT], explicit=False)), progress=said.append)
     assert [a.name for a in man.artifacts] == ["tflite-int8"]
     assert "Conv1D" in man.skipped["tflite-int8-qat"] and any("warning: skipped tflite-int8-qat" in s for s in said)
     # named explicitly, the same recipe fails the run and writes nothing
     with pytest.raises(EdgeportError, match=r"(?s)^1 recipe\(s\) failed, nothing was written\. tflite-int8-qat: .*"
                        r"tfmot cannot quantize.*Conv1D.*Converted fine: none") as exc:
         convert(ConvertConfig(model=str(tmp_path / "c1d.keras"), out=str(tmp_path / "c"), data=str(tmp_path / "d.npz"),
-                              recipes=[Recipe.TFLITE_INT8_QAT], explicit=True), progress=said.append)
+                              plan=RecipePlan.of([Recipe.TFLITE_INT8_QAT], explicit=True)), progress=said.append)
     assert exc.type is EdgeportError  # a failed recipe, not bad input (which would be a subclass)
     assert not (tmp_path / "c").exists()

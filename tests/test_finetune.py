@@ -164,15 +164,14 @@ def test_small_data_warning_silent_with_enough_data():
 
 def test_convert_warns_before_fine_tuning_on_small_data():
     from edgeport.convert.pipeline import fine_tune_warnings
+    from edgeport.convert.recipes import plan_recipes
 
     data = SimpleNamespace(x_train=np.zeros((500, 4)), x_val=None)
-    recipes = [Recipe.TFLITE_INT8, Recipe.TFLITE_INT8_QAT, Recipe.TFLITE_INT8_PRUNED]
-    opts = {r: dict(RECIPES[r].options) for r in recipes}
-    lines = fine_tune_warnings(recipes, opts, data)
+    jobs = plan_recipes("tflite-int8,tflite-int8-qat,tflite-int8-pruned").jobs
+    lines = fine_tune_warnings(jobs, data)
     assert len(lines) == 1 and lines[0].startswith("tflite-int8-pruned: fine-tuning on 400 labelled samples")
     data.x_train = np.zeros((400, 4))
-    assert [ln.split(":")[0] for ln in fine_tune_warnings(recipes, opts, data)] == ["tflite-int8-qat",
-                                                                                    "tflite-int8-pruned"]
+    assert [ln.split(":")[0] for ln in fine_tune_warnings(jobs, data)] == ["tflite-int8-qat", "tflite-int8-pruned"]
 
 
 # --- pre-TF-2.5 SavedModels (no keras_metadata.pb; the Keras configs sit in saved_model.pb's object graph) ---

@@ -141,5 +141,5 @@ def test_trained_int8_recipes_match_litert_bit_for_bit(tmp_path, recipe):
     job = Job(src, x, x, rng.integers(0, 10, 64), None, None, "classification", 0)
     spec = RECIPES[recipe]
     out = tmp_path / "m.tflite"
-    getattr(exporters, spec.exporter)(job, spec, dict(spec.options, epochs=1), out)
+    exporters.EXPORTERS[recipe](job, spec, dict(spec.options, epochs=1), out)
     _compare(out, x, Recipe.TFLITE_INT8)

@@ -150,7 +150,7 @@ def test_h5_converted_with_data_name_reuses_its_split(tmp_path, trained_run, cli
                        "--recipes", "tflite-fp32")
     assert code == 0, err
     src = er.read_manifest(tmp_path / "b").source
-    assert src["data"]["data"] == "digits" and src["data"]["seed"] == 0 and src["run_dir"] is None
+    assert src.data.data == "digits" and src.data.seed == 0 and src.run_dir is None
     code, out, err = cli("parity", tmp_path / "b", "--json")
     assert code == 0, err
     # digits has 1,797 samples; the stratified 20% split holds 360 (the same count `edgeport train` holds out)

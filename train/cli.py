@@ -5,7 +5,12 @@ import argparse
 import json
 from dataclasses import fields
 
-from ..core.config import load_config
+from edgeport_runtime.errors import UsageError
+
+from ..core.config import check_types, load_config
+from ..data.datasets import DATASETS
+from .trainer import CONFIG_TYPES, TrainConfig, config_keys, train
+from .zoo import MODELS
 
 
 def _csv_list(s: str):
@@ -14,8 +19,6 @@ def _csv_list(s: str):
 
 def train_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `edgeport train`; each matches a TrainConfig field and a TOML key."""
-    from .trainer import TrainConfig
-
     d = TrainConfig()
     a = p.add_argument
     a("--dataset", help=f"built-in name (see `edgeport datasets`) or a path to a .npz (x_train/y_train, optional "
@@ -54,11 +57,6 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args):
     """TrainConfig from --config (types checked key by key) overlaid with the command-line options."""
-    from edgeport_runtime.errors import UsageError
-
-    from ..core.config import check_types
-    from .trainer import CONFIG_TYPES, TrainConfig, config_keys
-
     values = {}
     if args.config:
         values = check_types(load_config(args.config, config_keys(), section="train"), CONFIG_TYPES,
@@ -75,8 +73,6 @@ def _config_from_args(args):
 
 def train_main(args) -> int:
     """Run `edgeport train` and print the headline results."""
-    from .trainer import train
-
     cfg = _config_from_args(args)
     rec = train(cfg)
     metric = (f"test accuracy {rec['test_accuracy']:.4f}" if "test_accuracy" in rec
@@ -101,8 +97,6 @@ def models_arguments(p: argparse.ArgumentParser) -> None:
 
 def models_main(args) -> int:
     """Print the zoo: name, reference input shape, classes, parameters, MACs (static data: no TensorFlow)."""
-    from .zoo import MODELS
-
     rows = [{"name": m.name, "task": m.task, "input_shape": list(m.reference_shape),
              "classes": m.reference_classes, "params": m.params, "macs": m.macs, "description": m.description}
             for m in MODELS.values()]
@@ -125,8 +119,6 @@ def datasets_arguments(p: argparse.ArgumentParser) -> None:
 
 def datasets_main(args) -> int:
     """Print the built-in datasets (no TensorFlow needed)."""
-    from ..data.datasets import DATASETS
-
     rows = [{"name": d.name, "source": d.source, "description": d.description} for d in DATASETS.values()]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -26,8 +26,8 @@ def sample_input(model, batch: int = 1) -> np.ndarray:
     """Inputs to time with: the bundle's check inputs when it has them, else seeded random floats."""
     shape = [batch] + [d or 1 for d in model.inputs[0].shape[1:]]
     man = model.manifest
-    if man is not None and man.check.get("inputs") and getattr(model, "directory", None):
-        path = contained_path(model.directory, man.check["inputs"], "manifest check.inputs")
+    if man is not None and man.check.inputs and getattr(model, "directory", None):
+        path = contained_path(model.directory, man.check.inputs, "manifest check.inputs")
         if path.is_file():
             x = load_npy(path, "the bundle's check inputs")
             if x.ndim == len(shape) and tuple(x.shape[1:]) == tuple(shape[1:]) and len(x):

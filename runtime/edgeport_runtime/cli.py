@@ -11,6 +11,7 @@ from typing import List, Optional
 import numpy as np
 
 from .errors import EdgeportError, ModelLoadError
+from .sections import Preprocessing
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +79,7 @@ def _predict(args) -> int:
     from .model import load
 
     with load(args.bundle, backend=args.backend, num_threads=args.threads, artifact=args.artifact) as m:
-        pre = m.manifest.preprocessing if m.manifest else {}
+        pre = m.manifest.preprocessing if m.manifest else Preprocessing()
         shape = [1 if d is None else d for d in m.inputs[0].shape]
         x = read_input(args.input, shape, pre)
         y = m.predict(x, allow_nonfinite=args.allow_nonfinite)

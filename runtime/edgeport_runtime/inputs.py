@@ -4,35 +4,42 @@ from __future__ import annotations
 import csv
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, List, Mapping, Union
 
 import numpy as np
 
 from .errors import InputError
+from .sections import Preprocessing
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
 
 
-def _scale(raw: np.ndarray, pre: Dict[str, Any]) -> np.ndarray:
+PreLike = Union[Preprocessing, Mapping[str, Any]]
+
+
+def _typed(pre: PreLike) -> Preprocessing:
+    """The manifest's Preprocessing as is; a plain dict (e.g. a train.json record) is type-checked into one."""
+    return pre if isinstance(pre, Preprocessing) else Preprocessing.from_dict(dict(pre), "preprocessing")
+
+
+def _scale(raw: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """model input = raw * input_scale + input_offset (the manifest's preprocessing)."""
-    return (raw.astype(np.float32) * np.float32(pre.get("input_scale", 1.0))
-            + np.float32(pre.get("input_offset", 0.0)))
+    return raw.astype(np.float32) * np.float32(pre.scale) + np.float32(pre.offset)
 
 
-def _standardize(x: np.ndarray, pre: Dict[str, Any], where: Path) -> np.ndarray:
+def _standardize(x: np.ndarray, pre: Preprocessing, where: Path) -> np.ndarray:
     """(x - feature_mean) / feature_std per feature, when the manifest records them (tabular training data).
 
     The same float32 operations on the same recorded numbers as training, so a device sees exactly the
     inputs the model was trained and checked on.
     """
-    if "feature_mean" not in pre and "feature_std" not in pre:
+    if pre.feature_mean is None and pre.feature_std is None:
         return x
-    try:
-        mean = np.asarray(pre["feature_mean"], np.float32).reshape(-1)
-        std = np.asarray(pre["feature_std"], np.float32).reshape(-1)
-    except (KeyError, TypeError, ValueError):
+    if pre.feature_mean is None or pre.feature_std is None:  # (their types were checked when the bundle loaded)
         raise InputError(f"{where}: the bundle's preprocessing has an unusable feature_mean/feature_std; "
-                         "expected two lists of numbers, one per feature. Re-create the bundle.") from None
+                         "expected two lists of numbers, one per feature. Re-create the bundle.")
+    mean = np.asarray(pre.feature_mean, np.float32).reshape(-1)
+    std = np.asarray(pre.feature_std, np.float32).reshape(-1)
     n = int(np.prod(x.shape[1:]))
     if (mean.size != n or std.size != n or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std))
             or not np.all(std > 0)):
@@ -42,8 +49,9 @@ def _standardize(x: np.ndarray, pre: Dict[str, Any], where: Path) -> np.ndarray:
     return ((flat - mean) / std).reshape(x.shape).astype(np.float32)
 
 
-def read_image(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
+def read_image(path: Path, input_shape: List, pre: PreLike) -> np.ndarray:
     """One image -> a batch of 1 shaped like the model input (resized, color-converted, scaled)."""
+    pre = _typed(pre)
     try:
         from PIL import Image
     except ImportError:
@@ -67,18 +75,19 @@ def read_image(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray
     except Exception as e:  # OSError, SyntaxError, ValueError, struct.error...: Pillow's decoders raise many
         msg = " ".join(str(e).split())[:200] or type(e).__name__
         raise InputError(f"{path}: cannot read the image ({msg}).") from None
-    raw_range = pre.get("raw_range")
+    raw_range = pre.raw_range
     if raw_range and raw_range[1] != 255:  # e.g. digits were 0..16: map 8-bit pixels onto that range
         raw = raw * (raw_range[1] - raw_range[0]) / 255.0 + raw_range[0]
     return _scale(raw, pre)
 
 
-def read_csv(path: Path, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
+def read_csv(path: Path, input_shape: List, pre: PreLike) -> np.ndarray:
     """Rows of raw numbers (an optional header row is skipped) -> a batch shaped like the model input.
 
     Applies the manifest's preprocessing: ``raw * input_scale + input_offset``, then, if the training data was
     standardized, ``(value - feature_mean) / feature_std`` per feature.
     """
+    pre = _typed(pre)
     try:
         with open(path, newline="") as f:
             rows = [r for r in csv.reader(f) if r]
@@ -107,7 +116,7 @@ def _numeric(row: List[str]) -> bool:
         return False
 
 
-def read_input(path: str, input_shape: List, pre: Dict[str, Any]) -> np.ndarray:
+def read_input(path: str, input_shape: List, pre: PreLike) -> np.ndarray:
     """Dispatch on the file suffix: .npy (model-ready floats), .csv (raw features), images (raw pixels)."""
     p = Path(path)
     if not p.is_file():

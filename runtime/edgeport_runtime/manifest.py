@@ -9,9 +9,12 @@ Schema (version 1)::
     schema_version: 1
     created: ISO-8601 UTC time
     task: "classification" | "autoencoder"
-    source: {path, sha256, format}
+    source: {path, sha256, kind, input_shape, run_dir, data: {data, seed, split}}
+                   the Keras original (absolute paths on the converting machine; kind: keras | tf_keras |
+                   saved_model) and what parity needs to re-create the held-out split
     labels: [str, ...]                   class names, index = output position
-    preprocessing: {input_shape, input_scale, input_offset, layout, color}
+    preprocessing: {input_scale, input_offset, layout, color, raw_range, features,
+                    standardized, feature_mean, feature_std, standardization_fitted_on}
                    model input = raw * input_scale + input_offset  (raw: pixel values, CSV features)
                    tabular data may add feature_mean/feature_std lists (standardized: true): then
                    model input = (raw * input_scale + input_offset - feature_mean) / feature_std
@@ -19,11 +22,15 @@ Schema (version 1)::
     toolchain: {package: version}
     default_artifact: the artifact a device loads when none is named
     skipped: {recipe: reason} recipes of an implicit "all" that do not apply to this model
-    check: {inputs: "check_inputs.npy"}  a few held-out inputs; artifact["check_outputs"] holds the
-                                          outputs the toolkit saw, for smoke checks on a device
+    check: {inputs: "check_inputs.npy", keras_outputs: "check_keras.npy"}
+                   a few held-out inputs and the Keras outputs on them; artifact["check_outputs"] holds the
+                   outputs the toolkit saw, for smoke checks on a device
     artifacts: [{name, path, format, recipe, quantization, bytes, gzip_bytes, sha256, sparsity,
-                 inputs: [TensorSpec], outputs: [TensorSpec], check_outputs, parity}]
+                 inputs: [TensorSpec], outputs: [TensorSpec], check_outputs, parity, extra}]
     TensorSpec: {name, shape (None = any batch), dtype, scale, zero_point}  scale/zero_point null when float
+
+source, preprocessing, calibration and check are typed sections (:mod:`.sections`); keys they do not know are
+kept and written back unchanged.
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ from .errors import IntegrityError, ModelLoadError
 # contained_path lives in schema.py and is re-exported here: edgeport_runtime.manifest.contained_path is the one
 # path rule the toolkit and the devices code call for every path they read from a file
 from .schema import MAX_JSON_DEPTH, Fields, contained_path, json_depth_ok  # noqa: F401
+from .sections import Calibration, Check, Preprocessing, Source
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -88,11 +96,11 @@ class Manifest:
     artifacts: List[Artifact]
     task: str = "classification"
     labels: List[str] = field(default_factory=list)
-    preprocessing: Dict[str, Any] = field(default_factory=dict)
-    source: Dict[str, Any] = field(default_factory=dict)
-    calibration: Dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    source: Source = field(default_factory=Source)
+    calibration: Calibration = field(default_factory=Calibration)
     toolchain: Dict[str, str] = field(default_factory=dict)
-    check: Dict[str, Any] = field(default_factory=dict)
+    check: Check = field(default_factory=Check)
     default_artifact: str = ""
     skipped: Dict[str, str] = field(default_factory=dict)  # recipe -> why it does not apply to this model
     created: str = ""
@@ -108,9 +116,12 @@ class Manifest:
         raise unknown_name("artifact", name, [a.name for a in self.artifacts])
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON-ready dict, schema_version first."""
-        d = asdict(self)
-        return {"schema_version": d.pop("schema_version"), **d}
+        """The JSON-ready dict, schema_version first (the typed sections write themselves)."""
+        return {"schema_version": self.schema_version, "artifacts": [asdict(a) for a in self.artifacts],
+                "task": self.task, "labels": list(self.labels), "preprocessing": self.preprocessing.to_dict(),
+                "source": self.source.to_dict(), "calibration": self.calibration.to_dict(),
+                "toolchain": dict(self.toolchain), "check": self.check.to_dict(),
+                "default_artifact": self.default_artifact, "skipped": dict(self.skipped), "created": self.created}
 
 
 def sha256_file(path: os.PathLike) -> str:
@@ -182,16 +193,13 @@ def manifest_from_dict(d: Any, where: str = MANIFEST_NAME) -> Manifest:
     labels = f.list("labels") or []
     if not all(isinstance(x, str) for x in labels):
         raise ModelLoadError(f"{where}: field 'labels' must be a list of strings; the manifest is corrupt.")
-    check = f.dict("check") or {}
-    cf = Fields(check, f"{where}: check")
-    for key, value in check.items():  # every string in "check" names a file of the bundle
-        if isinstance(value, str) or isinstance(value, (list, dict)):
-            cf.path(key)
     return Manifest(
         artifacts=arts, task=f.str("task", default="classification"), labels=list(labels),
-        preprocessing=dict(f.dict("preprocessing") or {}), source=dict(f.dict("source") or {}),
-        calibration=dict(f.dict("calibration") or {}), toolchain=dict(f.dict("toolchain") or {}),
-        check=dict(check), default_artifact=f.str("default_artifact", default="", nullable=True) or "",
+        preprocessing=Preprocessing.from_dict(f.dict("preprocessing"), f"{where}: preprocessing"),
+        source=Source.from_dict(f.dict("source"), f"{where}: source"),
+        calibration=Calibration.from_dict(f.dict("calibration"), f"{where}: calibration"),
+        toolchain=dict(f.dict("toolchain") or {}),
+        check=Check.from_dict(f.dict("check"), f"{where}: check"), default_artifact=f.str("default_artifact", default="", nullable=True) or "",
         skipped=dict(f.dict("skipped") or {}), created=f.str("created", default="", nullable=True) or "",
         schema_version=version,
     )

@@ -86,7 +86,7 @@ class Model:
                      quantization=self.artifact.quantization, sha256=self.artifact.sha256)
         if self.manifest is not None:
             d.update(task=self.manifest.task, labels=self.manifest.labels,
-                     preprocessing=self.manifest.preprocessing)
+                     preprocessing=self.manifest.preprocessing.to_dict())
         return d
 
     @property

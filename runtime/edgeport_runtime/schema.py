@@ -105,55 +105,68 @@ class Fields:
         return ModelLoadError(f"{self.where} is missing field {key!r}; the manifest is corrupt, "
                               "re-run `edgeport convert`.")
 
-    def str(self, key: str, default: Optional[str] = None, required: bool = False, nullable: bool = False):
+    _ABSENT = object()
+
+    def _get(self, key: str, required: bool, nullable: bool) -> Any:
+        """The prologue every getter shares: ``_ABSENT`` when the key is missing (or null where allowed)."""
         if key not in self.d:
             if required:
                 raise self.missing(key)
-            return default
+            return self._ABSENT
         v = self.d[key]
-        if v is None and nullable:
-            return None
+        return self._ABSENT if v is None and nullable else v
+
+    def str(self, key: str, default: Optional[str] = None, required: bool = False, nullable: bool = False):
+        v = self._get(key, required, nullable)
+        if v is self._ABSENT:
+            return default if key not in self.d else None
         if not isinstance(v, str) or len(v) > MAX_STR:
             raise self._bad(key, f"a string of at most {MAX_STR} characters" + (" or null" if nullable else ""))
         return v
 
     def int(self, key: str, required: bool = False, nullable: bool = False, minimum: int = 0):
-        if key not in self.d:
-            if required:
-                raise self.missing(key)
-            return None
-        v = self.d[key]
-        if v is None and nullable:
+        v = self._get(key, required, nullable)
+        if v is self._ABSENT:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum or v > 2 ** 63:
             raise self._bad(key, f"an integer >= {minimum}" + (" or null" if nullable else ""))
         return v
 
     def float(self, key: str, nullable: bool = True, positive: bool = False):
-        v = self.d.get(key)
-        if v is None and nullable:
-            return None
+        v = self._get(key, False, nullable)
+        if v is self._ABSENT:  # absent counts as null here (every float field is optional)
+            v = None
+            if nullable:
+                return None
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or (positive and v <= 0):
             raise self._bad(key, ("a finite number > 0" if positive else "a finite number")
                             + (" or null" if nullable else ""))
         return float(v)
 
-    def dict(self, key: str, nullable: bool = True) -> Optional[Dict[str, Any]]:
-        v = self.d.get(key)
-        if v is None and (nullable or key not in self.d):
+    def bool(self, key: str):
+        """An optional true/false field (absent or null: None)."""
+        v = self._get(key, False, True)
+        if v is self._ABSENT:
             return None
+        if not isinstance(v, bool):
+            raise self._bad(key, "true, false or null")
+        return v
+
+    def dict(self, key: str, nullable: bool = True) -> Optional[Dict[str, Any]]:
+        v = self._get(key, False, True)
+        if v is self._ABSENT:
+            if key in self.d and not nullable:
+                v = None  # null where an object is required
+            else:
+                return None
         if not isinstance(v, dict):
             raise self._bad(key, "a JSON object" + (" or null" if nullable else ""))
         return v
 
     def list(self, key: str, required: bool = False) -> Optional[List[Any]]:
-        if key not in self.d:
-            if required:
-                raise self.missing(key)
-            return None
-        v = self.d[key]
-        if v is None and not required:
+        v = self._get(key, required, not required)
+        if v is self._ABSENT:
             return None
         if not isinstance(v, list):
             raise self._bad(key, "a JSON list")

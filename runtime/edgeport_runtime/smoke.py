@@ -39,9 +39,9 @@ def smoke(bundle: str, threads: Optional[int] = None) -> Dict[str, Any]:
     """
     bdir = Path(bundle)
     man = read_manifest(bdir)
-    if not man.check.get("inputs"):
+    if not man.check.inputs:
         raise ModelLoadError(f"{bundle}: the bundle has no check inputs; re-run `edgeport convert`.")
-    x = load_npy(contained_path(bdir, man.check["inputs"], "manifest check.inputs"), "the check inputs")
+    x = load_npy(contained_path(bdir, man.check.inputs, "manifest check.inputs"), "the check inputs")
     installed = backends.installed_backends()
     rows: List[Dict[str, Any]] = []
     for art in man.artifacts:

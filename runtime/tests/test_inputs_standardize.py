@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgeport_runtime.cli import main
-from edgeport_runtime.errors import InputError
+from edgeport_runtime.errors import InputError, ModelLoadError
 from edgeport_runtime.inputs import read_csv
 
 
@@ -39,12 +39,17 @@ def test_read_csv_standardizes_image_shaped_input_per_feature(tmp_path):
     ({"feature_mean": [0.0], "feature_std": [1.0, 1.0]}, "1 feature means and 2"),
     ({"feature_mean": [0.0, 0.0], "feature_std": [1.0, 0.0]}, "std must be > 0"),
     ({"feature_mean": [0.0, 0.0]}, "unusable feature_mean/feature_std"),
-    ({"feature_mean": ["x", 0.0], "feature_std": [1.0, 1.0]}, "unusable feature_mean/feature_std"),
 ])
 def test_read_csv_bad_statistics_rejected(tmp_path, pre, message):
     p = _write(tmp_path / "rows.csv", "1,2\n")
     with pytest.raises(InputError, match=message):
         read_csv(p, [1, 2], pre)
+
+
+def test_read_csv_non_numeric_statistics_rejected_as_corrupt(tmp_path):
+    p = _write(tmp_path / "rows.csv", "1,2\n")
+    with pytest.raises(ModelLoadError, match=r"field 'feature_mean' must be a list of numbers"):
+        read_csv(p, [1, 2], {"feature_mean": ["x", 0.0], "feature_std": [1.0, 1.0]})
 
 
 def test_predict_raw_csv_equals_hand_standardized_npy(bundle, tmp_path, capsys):
