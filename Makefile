@@ -104,6 +104,7 @@ test-arm: $(STAMP)
 benchmarks: $(BUNDLE)/manifest.json
 	$(BIN)/python benchmarks/bench_train.py digits:tiny_cnn digits:ds_cnn mnist:resnet8
 	$(BIN)/python benchmarks/bench_runtime.py $(BUNDLE)
+	$(BIN)/python benchmarks/bench_finetune.py digits:tiny_cnn mnist:resnet8
 
 dist: $(STAMP)
 	rm -rf dist/edgeport_runtime-*.whl
