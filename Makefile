@@ -115,6 +115,7 @@ benchmarks: $(BUNDLE)/manifest.json
 	$(BIN)/python benchmarks/bench_train.py digits:tiny_cnn digits:ds_cnn mnist:resnet8
 	$(BIN)/python benchmarks/bench_runtime.py $(BUNDLE)
 	$(BIN)/python benchmarks/bench_serve.py $(BUNDLE)
+	$(BIN)/python benchmarks/bench_finetune.py digits:tiny_cnn mnist:resnet8
 
 dist: $(STAMP)
 	rm -rf dist/edgeport_runtime-*.whl

@@ -23,6 +23,7 @@ from ..convert.worker import Job
 
 SAMPLES = 64  # test samples run with all tensors preserved: enough for stable per-layer errors, quick to run
 _SKIP = {"QUANTIZE", "DEQUANTIZE"}
+MAX_STEPS_ADVICE = 4000  # fine-tuning steps beyond which "longer" is no longer the fix worth suggesting
 MORE_CALIBRATION = 1000  # calibration samples worth suggesting; beyond this more samples rarely move int8 ranges
 NOTHING_APPLIES = ("none of the usual fixes applies to this artifact's settings: use a float recipe "
                    "(tflite-fp16, tflite-dynamic) for this model, or leave this recipe out (--recipes)")
@@ -32,11 +33,17 @@ def _pruned_advice(extra: Dict[str, Any]) -> List[str]:
     """Pruning options still worth changing, never one the artifact already has."""
     fixes = []
     target = float(extra.get("target_sparsity", 0.75))
-    epochs = int((extra.get("fine_tune") or {}).get("epochs", 8))
+    ft = extra.get("fine_tune") or {}
+    epochs = int(ft.get("epochs", 8))
     if target > 0.5:
         fixes.append(f"prune less: sparsity = 0.5 under [convert.options.tflite-int8-pruned] (now {target:g}; "
                      "small models have little to remove)")
-    if epochs < 16:
+    steps = (ft.get("schedule") or {}).get("steps")
+    if steps:  # step-based schedules (small data gets a step floor, so more epochs may change nothing)
+        if steps < MAX_STEPS_ADVICE:
+            fixes.append(f"fine-tune longer: steps = {2 * steps} under [convert.options.tflite-int8-pruned] "
+                         f"(now {steps})")
+    elif epochs < 16:
         fixes.append(f"fine-tune longer: epochs = 16 under [convert.options.tflite-int8-pruned] (now {epochs})")
     if not extra.get("pqat"):
         fixes.append("pruning-preserving QAT: pqat = true under [convert.options.tflite-int8-pruned]")
@@ -48,7 +55,12 @@ def _qat_advice(extra: Dict[str, Any]) -> List[str]:
     ft = extra.get("fine_tune") or {}
     epochs, lr = int(ft.get("epochs", 3)), float(ft.get("lr", 1e-4))
     fixes = []
-    if epochs < 10:
+    steps = (ft.get("schedule") or {}).get("steps")
+    if steps:
+        if steps < MAX_STEPS_ADVICE:
+            fixes.append(f"fine-tune longer: steps = {2 * steps} under [convert.options.tflite-int8-qat] "
+                         f"(now {steps})")
+    elif epochs < 10:
         fixes.append(f"fine-tune longer: epochs = {max(10, 2 * epochs)} under [convert.options.tflite-int8-qat] "
                      f"(now {epochs})")
     if lr > 1e-5:

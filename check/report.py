@@ -8,7 +8,10 @@ accuracy, accuracy_delta_pp, agreement, max_abs_diff, latency_ms_p50, rss_mb, ga
 cold_start_s, rss_mb, smoke``} + ``selected`` {``artifact, backend, threads, latency_ms_p50, throughput_per_s,
 gated, configurations``} and ``selection_table`` (the device's measurements) when the device chose its
 configuration itself], ``fleet`` (the newest `edgeport fleet deploy` of the bundle, or null) {``file, started,
-complete, policy, releases, hosts, switched, failed, unreachable, stopped, not_run, rolled_back, p50_ms_median``}.
+complete, policy, releases, hosts, switched, failed, unreachable, stopped, not_run, rolled_back, p50_ms_median``},
+``skipped`` {recipe: why it is not in the bundle (e.g. a sparsity not achievable with the data, with the
+numbers)}; fine-tuning rows also carry ``sparsity_search`` [{``target_sparsity, sparsity, value, keras_value,
+delta_pp, gzip_bytes, passed``} per attempt on convert's validation split] and ``fine_tune_warnings``.
 ``gate`` is ``pass``, ``FAIL``, ``inconclusive`` or ``not run``.
 For autoencoders ``accuracy`` holds the reconstruction MSE and ``metric`` says so.
 """
@@ -81,11 +84,15 @@ def build_report(bundle: str) -> Dict[str, Any]:
             "failures": [f"[{p['backend']}] {f}" for p in pars for f in p["failures"]],
             "inconclusive": [f"[{p['backend']}] {f}" for p in pars for f in p.get("inconclusive", [])],
             "backends": {p["backend"]: {"value": p["value"], "passed": p["passed"]} for p in pars},
+            # fine-tuning recipes: every sparsity tried on the validation split, and what convert warned about
+            "sparsity_search": (art.extra or {}).get("sparsity_search"),
+            "fine_tune_warnings": list((art.extra or {}).get("warnings") or []),
         })
     return {"bundle": str(bdir), "task": man.task, "test_samples": par["samples"], "keras": keras,
             "model": train.get("model") or Path(man.source.path or "model").stem,
             "dataset": train.get("dataset") or (man.source.data.data if man.source.data else None) or "unknown data",
-            "artifacts": rows, "passed": all(r["gate"] in ("pass", "inconclusive") for r in rows),
+            "artifacts": rows, "skipped": dict(man.skipped or {}),
+            "passed": all(r["gate"] in ("pass", "inconclusive") for r in rows),
             "cores": ben.get("cores"), "accuracy_measured": par.get("accuracy_measured", True),
             "note": par.get("note"),
             "devices": device_rows(bdir), "fleet": fleet_summary(bdir), "toolchain": man.toolchain}
@@ -178,6 +185,28 @@ def table(rep: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fine_tune_lines(rep: Dict[str, Any]) -> List[str]:
+    """Markdown for the sparsity search (every attempt), fine-tuning warnings and recipes skipped as not
+    achievable; empty when no recipe fine-tuned or was skipped."""
+    md: List[str] = []
+    for r in rep["artifacts"]:
+        search = r.get("sparsity_search")
+        if search:
+            md += ["", f"Sparsity search of {r['name']} on convert's validation split (highest passing kept: "
+                       f"{_fmt(r.get('sparsity'), '.0%')}):", "",
+                   "| target sparsity | sparsity | validation value | Keras | delta pp | gzip | within gate |",
+                   "|---:|---:|---:|---:|---:|---:|---|"]
+            for a in search:
+                md.append(f"| {a['target_sparsity']:g} | {a['sparsity']:.1%} | {a['value']:.4g} | "
+                          f"{a['keras_value']:.4g} | {_fmt(a.get('delta_pp'), '+.2f')} | "
+                          f"{a['gzip_bytes'] / 1024:.1f} KiB | {'yes' if a['passed'] else 'no'} |")
+        for w in r.get("fine_tune_warnings") or []:
+            md.append(f"- {r['name']}: warning: {w}")
+    for name, why in (rep.get("skipped") or {}).items():
+        md.append(f"- {name}: not in the bundle: {why}")
+    return md
+
+
 def _verdict(rep: Dict[str, Any]) -> str:
     gates = [r["gate"] for r in rep["artifacts"]]
     return (f"{gates.count('pass')} passed, {gates.count('FAIL')} failed, {gates.count('inconclusive')} "
@@ -201,6 +230,7 @@ def write_report(bundle: str) -> Dict[str, Any]:
             md.append(f"- {r['name']}: FAIL: {f}")
         for f in r.get("inconclusive", []):
             md.append(f"- {r['name']}: inconclusive: {f}")
+    md += fine_tune_lines(rep)
     if rep["devices"]:
         md += ["", "## Devices", "", "| device | host | release | artifact | backend | threads | p50 ms | cold start s "
                "| RSS MiB | smoke parity |", "|---|---|---|---|---|---:|---:|---:|---:|---|"]

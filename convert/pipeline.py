@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,7 +37,8 @@ from .sampledata import data_record, load_convert_data, shape_hint, split_fine_t
 from . import worker
 from .bridge import BridgeError
 from .exporters import ConversionError
-from .recipes import Recipe, RecipePlan, plan_recipes
+from .finetune import small_data_warning
+from .recipes import Recipe, RecipeJob, RecipePlan, plan_recipes
 
 WORK_PREFIX = "edgeport-convert-"  # temp work dirs (hold a copy of the training data; always removed)
 CHECK_SAMPLES = 8  # held-out samples stored in the bundle for smoke checks on a device
@@ -146,6 +147,8 @@ def convert(cfg: ConvertConfig, progress=print) -> Manifest:
         setup = worker.ChildSetup(str(model.resolve()), unsafe=cfg.unsafe, verbose=cfg.verbose,
                                   threads=max(1, (os.cpu_count() or 1) // cfg.jobs))
         info = _load_source(setup, work, data, calib, check_x, shape_hint(cfg.data))
+        for line in fine_tune_warnings(cfg.plan.jobs, data):
+            progress(f"warning: {line}")
         with staged_dir(cfg.out, cfg.force, "convert", inputs) as tmp:
             results, failures = _run_jobs(cfg, setup, work, tmp, data.task, progress)
             skipped = {name: f"it {why}" for name, why in no_labels.items()}
@@ -201,6 +204,21 @@ def _load_source(setup: worker.ChildSetup, work: Path, data: Data, calib: np.nda
     return info
 
 
+_FINE_TUNE_KIND = {Recipe.TFLITE_INT8_QAT: "qat", Recipe.TFLITE_INT8_PRUNED: "prune"}
+
+
+def fine_tune_warnings(jobs: Sequence[RecipeJob], data: Data) -> List[str]:
+    """Warnings, before anything runs, for fine-tuning recipes whose labelled data is too small (with numbers)."""
+    n_val = len(data.x_val) if data.x_val is not None else None
+    out = []
+    for job in jobs:
+        if job.recipe in _FINE_TUNE_KIND:
+            w = small_data_warning(job.name, _FINE_TUNE_KIND[job.recipe], len(data.x_train), n_val, job.options)
+            if w:
+                out.append(w)
+    return out
+
+
 def _run_jobs(cfg: ConvertConfig, setup: worker.ChildSetup, work: Path, tmp: Path, task: str, progress):
     """Run every job of the plan in the pool, writing into ``tmp``; report each as it finishes.
 
@@ -220,6 +238,8 @@ def _run_jobs(cfg: ConvertConfig, setup: worker.ChildSetup, work: Path, tmp: Pat
                 try:
                     results[r] = fut.result()
                     shown.done(r.value)
+                    for line in results[r].get("warnings", []):  # e.g. QAT ending below plain int8
+                        progress(f"warning: {r.value}: {line}")
                 except EdgeportError as e:
                     msg = str(e)
                     if msg.startswith(f"{r.value}: "):  # exporters name their recipe; the list does too

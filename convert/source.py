@@ -7,6 +7,7 @@ marshalled Python bytecode). ``unsafe=True`` (``--unsafe-load``) lifts both for 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -271,18 +272,53 @@ def _keras_metadata_code(path: Path) -> list:
     return _code_layers(configs)
 
 
-def _load_tf_keras_saved_model(path: Path, unsafe: bool) -> Optional[Source]:
-    """A tf_keras SavedModel with Keras metadata, loaded as layers so pruning/QAT apply; None if tf_keras fails."""
-    code = _keras_metadata_code(path)
+def _legacy_keras_configs(path: Path) -> list:
+    """Keras layer configs stored in saved_model.pb itself, as tf.keras wrote them before TF 2.5.
+
+    Those SavedModels have no keras_metadata.pb; each Keras object's config sits in its object-graph node
+    (``user_object.metadata``, identifier ``_tf_keras_*``), and tf_keras still revives layers from there.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2  # deferred: imports TensorFlow
+
+    sm = saved_model_pb2.SavedModel()
+    try:
+        sm.ParseFromString((path / "saved_model.pb").read_bytes())
+    except Exception:  # protobuf DecodeError: the plain loader reports the damage
+        return []
+    configs = []
+    for graph in sm.meta_graphs:
+        for node in graph.object_graph_def.nodes:
+            obj = node.user_object if node.WhichOneof("kind") == "user_object" else None
+            if obj is not None and obj.identifier.startswith("_tf_keras") and obj.metadata:
+                try:
+                    configs.append(json.loads(obj.metadata))
+                except ValueError:
+                    raise ModelLoadError(f"{path}: the Keras metadata inside saved_model.pb is unreadable; the "
+                                         "SavedModel is corrupt.") from None
+    return configs
+
+
+def _load_tf_keras_saved_model(path: Path, unsafe: bool, configs: Optional[list] = None) -> Optional[Source]:
+    """A tf_keras SavedModel, loaded as layers so pruning/QAT apply; None if tf_keras fails.
+
+    ``configs``: the Keras configs of a pre-TF-2.5 SavedModel (inside saved_model.pb); None reads
+    keras_metadata.pb. Either way layers holding code are refused before tf_keras deserialises anything.
+    """
+    code = _keras_metadata_code(path) if configs is None else _code_layers(configs)
     if code and not unsafe:
         raise ModelLoadError(f"{path}: layers {code} hold Python code that loading would run; safe mode refuses "
                              "them. Pass --unsafe-load only if you trust this file.")
     import tf_keras
 
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)  # "SavedModel saved prior to TF 2.5 detected": expected here, not news
     try:
         model = tf_keras.models.load_model(str(path), compile=False)
     except Exception:  # e.g. custom layers tf_keras cannot revive: the plain SavedModel path still converts it
         return None
+    finally:
+        tf_log.setLevel(level)
     if not isinstance(model, tf_keras.Model) or not getattr(model, "inputs", None):
         return None
     _check_single_io(model, path)
@@ -299,6 +335,12 @@ def _load_saved_model(path: Path, unsafe: bool = False) -> Source:
         src = _load_tf_keras_saved_model(path, unsafe)
         if src is not None:
             return src
+    else:
+        legacy = _legacy_keras_configs(path)
+        if legacy:  # saved by tf.keras before TF 2.5: its layers load like .h5, so QAT and pruning apply
+            src = _load_tf_keras_saved_model(path, unsafe, legacy)
+            if src is not None:
+                return src
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as e:

@@ -72,7 +72,10 @@ def _export(tmp_path, model, x, recipe, train=None):
     job = Job(src, x, tx, ty, None, None, "classification", 0)
     spec = RECIPES[recipe]
     out = tmp_path / f"{recipe.value}{spec.suffix}"
-    extra = exporters.EXPORTERS[recipe](job, spec, dict(spec.options, epochs=1), out)
+    opts = dict(spec.options, epochs=1)
+    if spec.fine_tunes:  # 4 steps (the ramp ends at 2), fixed sparsity: the export path, not the search
+        opts.update(steps=4, **({"sparsity": 0.75} if "sparsity" in opts else {}))
+    extra = exporters.EXPORTERS[recipe](job, spec, opts, out)
     return er.load(out, num_threads=1), extra
 
 
@@ -204,12 +207,12 @@ def test_qat_and_pruning_on_catalog_layers(tmp_path, name):
 
     orig = ex._fine_tune
 
-    def distill(job, m, opts, callbacks=()):
+    def distill(m, split, task, schedule, seed, callbacks=()):
         import tf_keras
 
         m.compile(tf_keras.optimizers.Adam(1e-4), loss="mse")
         m.fit(x, ref, epochs=1, batch_size=16, verbose=0, callbacks=list(callbacks))
-        return m
+        return {}
 
     ex._fine_tune = distill
     try:
@@ -333,12 +336,13 @@ def test_pruning_preserving_qat_keeps_zeros_in_the_int8_file(tmp_path):
     from edgeport.convert import exporters as ex
 
     orig = ex._fine_tune
-    ex._fine_tune = lambda job, m, opts, callbacks=(): (m.compile("adam", "mse"),  # noqa: E731
-                                                        m.fit(x, np.asarray(model(x)), epochs=1, batch_size=16,
-                                                              verbose=0, callbacks=list(callbacks)), m)[2]
+    ex._fine_tune = lambda m, split, task, schedule, seed, callbacks=(): (  # noqa: E731
+        m.compile("adam", "mse"), m.fit(x, np.asarray(model(x)), epochs=1, batch_size=16, verbose=0,
+                                        callbacks=list(callbacks)), {})[2]
     try:
         spec = RECIPES[Recipe.TFLITE_INT8_PRUNED]
-        extra = ex.export_pruned(job, spec, dict(spec.options, pqat=True, epochs=2), tmp_path / "p.tflite")
+        extra = ex.export_pruned(job, spec, dict(spec.options, pqat=True, sparsity=0.75, steps=4),
+                                 tmp_path / "p.tflite")
     finally:
         ex._fine_tune = orig
     assert extra["pqat"] is True and 0.70 <= extra["sparsity"] <= 0.80

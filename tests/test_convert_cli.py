@@ -20,7 +20,11 @@ def test_convert_writes_every_recipe_and_a_complete_manifest(full_bundle):
     assert man.calibration.count == 300 and "training split" in man.calibration.source
     assert man.labels == [str(i) for i in range(10)] and man.preprocessing.input_scale == 1 / 16
     assert man.source.sha256 and man.toolchain["tensorflow-cpu"] == "2.21.0"
-    assert 0.70 <= man.artifact("tflite-int8-pruned").sparsity <= 0.80
+    pruned = man.artifact("tflite-int8-pruned")
+    # the search keeps a rung of the ladder and reaches it (tfmot rounds per layer to whole weights)
+    assert pruned.extra["target_sparsity"] in (0.75, 0.5, 0.3) and pruned.extra["searched"]
+    assert abs(pruned.sparsity - pruned.extra["target_sparsity"]) < 0.01
+    assert pruned.extra["sparsity_search"][-1]["passed"]
     assert man.default_artifact == "tflite-int8"
     assert not [p for p in full_bundle.parent.iterdir() if p.name.endswith(".partial")]
 
@@ -30,8 +34,11 @@ def test_int8_is_under_30_percent_and_pruned_gzip_shrinks(full_bundle):
     fp32 = man.artifact("tflite-fp32").bytes
     assert man.artifact("tflite-int8").bytes <= 0.30 * fp32
     pruned = man.artifact("tflite-int8-pruned")
-    # the raw file does not shrink (no EXPERIMENTAL_SPARSITY), the gzip size does
-    assert pruned.gzip_bytes < 0.6 * man.artifact("tflite-int8").gzip_bytes
+    # the raw file does not shrink (no EXPERIMENTAL_SPARSITY), the gzip size does: zeroed int8 weights compress
+    # to almost nothing, so at sparsity s at least 0.4 s of the int8 file's gzip size goes (observed on resnet8:
+    # 0.53 s at s = 0.5, 0.70 s at s = 0.75; the rest of the file is biases, scales and the graph)
+    target = pruned.extra["target_sparsity"]
+    assert pruned.gzip_bytes < (1 - 0.4 * target) * man.artifact("tflite-int8").gzip_bytes
 
 
 def test_stored_check_outputs_reproduce_through_runtime(full_bundle):
