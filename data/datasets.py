@@ -267,7 +267,8 @@ def _refuse_continuous_label(path: Path, df, col: str, explicit: bool) -> None:
                      f"classifiers, so {hint}.")
 
 
-def _load_csv(path: Path, label_column: Optional[str]) -> Dataset:
+def read_csv_frame(path: Path):
+    """The CSV at ``path`` as a pandas DataFrame with at least one row, or a clear InputError."""
     import pandas as pd
 
     try:
@@ -276,6 +277,13 @@ def _load_csv(path: Path, label_column: Optional[str]) -> Dataset:
         raise InputError(f"{path}: cannot read it as CSV ({e}).") from None
     if df.empty:
         raise InputError(f"{path}: the CSV has no rows.")
+    return df
+
+
+def _load_csv(path: Path, label_column: Optional[str]) -> Dataset:
+    import pandas as pd
+
+    df = read_csv_frame(path)
     col = label_column or df.columns[-1]
     if col not in df.columns:
         raise unknown_name("label column", col, [str(c) for c in df.columns], f"(in {path})")

@@ -168,12 +168,7 @@ def _numeric_samples(x: np.ndarray, where: str) -> np.ndarray:
 def _load_csv_features(path: Path) -> Dataset:
     import pandas as pd
 
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it as CSV ({e}).") from None
-    if df.empty:
-        raise InputError(f"{path}: the CSV has no rows.")
+    df = ds_mod.read_csv_frame(path)
     bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if bad:
         raise InputError(f"{path}: without a label column every column is a model input and must be numeric; "
