@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_deploy
-from test_deploy import _args, _complete, _current, _free_port, _releases
+from sshd import free_port as _free_port
+from test_deploy import _args, _complete, _current, _releases
 
 from edgeport.devices import deploy as deploy_mod
 from edgeport.devices.service import ServiceSpec, render_unit, service_name, systemd_quote
