@@ -106,9 +106,11 @@ def test_offline_bundle_for_32bit_trixie_pi_has_numpy_backend_and_os_numpy(full_
     names = archive_summary(ob.path)
     top = next(iter(names)).split("/")[0]
     wheels = sorted(n.rsplit("/", 1)[-1] for n in names if n.endswith(".whl"))
-    # pure-Python wheels only: the numpy backend's tflite schema and flatbuffers; numpy and Pillow come from the OS
-    assert [w for w in wheels if not w.startswith("edgeport_runtime-")] == [
-        "flatbuffers-25.12.19-py2.py3-none-any.whl", "tflite-2.18.0-py2.py3-none-any.whl"]
+    # pure-Python wheels only (armv7 has no compiled wheels): the numpy backend's tflite schema and flatbuffers,
+    # and the service's wheels; numpy and Pillow come from the OS
+    assert all(w.endswith("-none-any.whl") for w in wheels), wheels
+    assert {"flatbuffers-25.12.19-py2.py3-none-any.whl", "tflite-2.18.0-py2.py3-none-any.whl"} <= set(wheels)
+    assert not [w for w in wheels if w.split("-")[0].lower() in ("numpy", "pillow")], wheels
     with tarfile.open(ob.path) as t:
         man = json.loads(t.extractfile(f"{top}/bundle/manifest.json").read())
         env = t.extractfile(f"{top}/device.env").read().decode()
@@ -116,7 +118,8 @@ def test_offline_bundle_for_32bit_trixie_pi_has_numpy_backend_and_os_numpy(full_
     assert {a["name"] for a in man["artifacts"]} == {a["name"] for a in json.loads(
         (full_bundle / "manifest.json").read_text())["artifacts"] if a["format"] == "tflite"}
     assert "tflite-dynamic" in {a["name"] for a in man["artifacts"]}
-    for line in ("SYSTEM_NUMPY=1", "EXTRAS=numpy,image", "PYTHON_VERSION=3.13", "OS_CODENAME=trixie",
+    _assert_serve_wheels(names, env)
+    for line in ("SYSTEM_NUMPY=1", "EXTRAS=numpy,image,serve", "PYTHON_VERSION=3.13", "OS_CODENAME=trixie",
                  "OS_RELEASE='debian-13 trixie'", "OS_PACKAGES='python3-numpy python3-pil'"):
         assert line in env.splitlines(), (line, env)
 
