@@ -1,5 +1,6 @@
 """The parity gate end to end (train briefly -> convert all recipes -> parity), and a broken artifact caught."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -70,15 +71,18 @@ def test_wrong_calibration_is_caught_with_diagnosis(tmp_path, trained_run, cli):
 
 
 def test_gate_override_from_config(tmp_path, full_bundle, cli):
+    # on a copy: a failing parity run records its failed gate in the bundle, and later tests report on full_bundle
+    bundle = tmp_path / "bundle"
+    shutil.copytree(full_bundle, bundle)
     cfg = tmp_path / "g.toml"
     cfg.write_text("[parity.gates.tflite-int8]\nmax_abs_diff = 1e-9\n")  # int8 outputs move by steps: must fail
-    code, _, err = cli("parity", full_bundle, "--config", cfg, "--no-diagnose")
+    code, _, err = cli("parity", bundle, "--config", cfg, "--no-diagnose")
     assert code == 1 and "tflite-int8 [litert]: max |diff|" in err
     cfg.write_text("[parity.gates.tflite-int8]\nmin_agreement = 97\n")  # a percentage where a fraction belongs
-    code, _, err = cli("parity", full_bundle, "--config", cfg)
+    code, _, err = cli("parity", bundle, "--config", cfg)
     assert code == 2 and "min_agreement = 97 is outside [0, 1]" in err
     cfg.write_text("[parity.gates.tflite-int9]\nmin_agreement = 0.9\n")
-    code, _, err = cli("parity", full_bundle, "--config", cfg)
+    code, _, err = cli("parity", bundle, "--config", cfg)
     assert code == 2 and "Did you mean 'tflite-int8'" in err
 
 
