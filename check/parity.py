@@ -299,11 +299,6 @@ def _feed(m, x: np.ndarray):
     return unpack(x, [s.shape[1:] for s in m.inputs])
 
 
-def runnable_backends(fmt: str, quantization: Optional[str] = None) -> List[str]:
-    """Installed backends that run ``fmt`` (and ``quantization``) artifacts, in preference order."""
-    return rt_backends.runnable_backends(fmt, quantization)
-
-
 def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dict[str, Dict]] = None,
            diagnose: bool = True, write: bool = True, eval_path: Optional[str] = None,
            label_output: Optional[str] = None) -> ParityReport:
@@ -334,7 +329,7 @@ def parity(bundle: str, data: Optional[str] = None, gate_overrides: Optional[Dic
         raise unknown_name("--label-output", label_output, outputs)
     for art in man.artifacts:
         gate = gates[Recipe(art.recipe)]
-        for backend in runnable_backends(art.format, art.quantization):
+        for backend in rt_backends.runnable_backends(art.format, art.quantization):
             with er.load(bdir, backend=backend, artifact=art.name) as m:
                 y = m.predict(_feed(m, x))
             if not isinstance(ref, list):

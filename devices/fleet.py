@@ -405,27 +405,29 @@ def fleet_deploy(bundle: str, inventory: str, canary: int = 1, batch: str = "20%
     return out
 
 
-def fleet_rollback(inventory: str, known_hosts: Optional[str] = None) -> List[HostResult]:
-    """Roll every host of ``inventory`` back to its previous release (each checked on the device first)."""
+def _on_every_host(playbook: str, inventory: str, known_hosts: Optional[str], targets: bool
+                   ) -> Dict[str, HostResult]:
+    """Run ``playbook`` with every inventory host's remote commands; the per-host results it reported.
+    ``targets``: also name every host as a target (rollback acts on all of them)."""
     with tempfile.TemporaryDirectory(prefix="edgeport-fleet-") as d:
         work = Path(d)
         hosts = read_inventory(inventory, work)
         results = {h.name: HostResult(h.name, h.profile) for h in hosts}
         plan = {h.name: host_commands(h) for h in hosts}
-        _apply_events(results, run_playbook("rollback.yml", inventory, {"edgeport_plan": plan,
-                                                                         "edgeport_targets": list(plan)},
-                                            work, known_hosts))
+        extra = {"edgeport_plan": plan, **({"edgeport_targets": list(plan)} if targets else {})}
+        _apply_events(results, run_playbook(playbook, inventory, extra, work, known_hosts))
+    return results
+
+
+def fleet_rollback(inventory: str, known_hosts: Optional[str] = None) -> List[HostResult]:
+    """Roll every host of ``inventory`` back to its previous release (each checked on the device first)."""
+    results = _on_every_host("rollback.yml", inventory, known_hosts, targets=True)
     return list(results.values())
 
 
 def fleet_status(inventory: str, known_hosts: Optional[str] = None) -> List[HostResult]:
     """Each host's current release (``release``) and how many releases it keeps (``extra['releases']``)."""
-    with tempfile.TemporaryDirectory(prefix="edgeport-fleet-") as d:
-        work = Path(d)
-        hosts = read_inventory(inventory, work)
-        results = {h.name: HostResult(h.name, h.profile) for h in hosts}
-        plan = {h.name: host_commands(h) for h in hosts}
-        _apply_events(results, run_playbook("status.yml", inventory, {"edgeport_plan": plan}, work, known_hosts))
+    results = _on_every_host("status.yml", inventory, known_hosts, targets=False)
     for r in results.values():
         lines = r.extra.pop("lines", None)
         if lines is not None:

@@ -232,13 +232,8 @@ class Model:
         if _standardized(pre):
             raise UsageError(f"{self.path}: this model takes standardized features (the manifest has feature_mean/"
                              "feature_std), not pixels; use predict().")
-        try:
-            scaled = scale_raw(x, pre)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError(f"{self.path}: the manifest's preprocessing input_scale/input_offset are not numbers "
-                             f"({pre.input_scale!r}, {pre.input_offset!r}); re-create the bundle."
-                             ) from None
-        return self.predict(scaled)
+        # input_scale/input_offset are finite numbers: the manifest's Preprocessing section is checked at load
+        return self.predict(scale_raw(x, pre))
 
     def _open_session(self):
         """The session, or a clear error once the model is closed (call with the lock held)."""
